@@ -4,6 +4,7 @@ environment, bounded timeout) and assertions on the contract's bodies."""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -90,3 +91,11 @@ async def publish(node: Any, room: str, data: Any, event: str | None = None, tok
 
 async def presence(node: Any, room: str, token: Any = SERVICE) -> httpx.Response:
     return await call(node, "GET", f"/api/v1/rooms/{room}/presence", token=token)
+
+
+async def new_agent(node: Any, name: str | None = None) -> dict:
+    """An agent account created through the admin API: {id, username, password, name}."""
+    suffix = uuid.uuid4().hex[:10]
+    account = {"username": f"agent_{suffix}", "password": f"pw-{suffix}-x", "name": name or f"Agent {suffix[:4]}"}
+    account["id"] = await create_agent(node, account["username"], account["password"], account["name"])
+    return account

@@ -141,7 +141,10 @@ mod tests {
         assert!(!pattern_matches("news.*", "old.news.x"));
         assert!(pattern_matches("alerts", "alerts"));
         assert!(!pattern_matches("alerts", "alerts2"));
-        assert!(!pattern_matches("a*", "ab"), "only `.*` suffixes and `*` alone are wildcards");
+        assert!(
+            !pattern_matches("a*", "ab"),
+            "only `.*` suffixes and `*` alone are wildcards"
+        );
     }
 
     #[test]

@@ -13,9 +13,7 @@ pub enum TokenError {
     )]
     Missing,
     /// Not a JWT at all.
-    #[error(
-        "the token is not a JWT: expected three base64url parts `header.payload.signature`"
-    )]
+    #[error("the token is not a JWT: expected three base64url parts `header.payload.signature`")]
     Malformed,
     /// Signature fine, but `exp` plus the allowed clock skew has passed.
     #[error(
@@ -66,6 +64,8 @@ mod tests {
         let invalid = TokenError::invalid("bad signature");
         assert_eq!(invalid.code(), ErrorCode::TokenInvalid);
         assert!(invalid.message().contains("bad signature"));
-        assert!(TokenError::Malformed.message().contains("`header.payload.signature`"));
+        assert!(TokenError::Malformed
+            .message()
+            .contains("`header.payload.signature`"));
     }
 }

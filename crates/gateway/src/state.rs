@@ -1,0 +1,119 @@
+//! The node's shared services, handed to every handler and connection.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use auth::{AgentStore, Authenticator, LoginThrottle};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::chat::ChatService;
+use crate::config::Settings;
+use crate::hub::rooms::RoomHub;
+use crate::hub::users::UserHub;
+use crate::metrics::Metrics;
+
+pub struct Gateway {
+    pub settings: Arc<Settings>,
+    /// `server.node_id`, or a random name.
+    pub node_id: Arc<str>,
+    pub auth: Arc<Authenticator>,
+    pub agents: Arc<dyn AgentStore>,
+    pub login_throttle: Arc<dyn LoginThrottle>,
+    pub rooms: RoomHub,
+    pub users: UserHub,
+    pub chat: ChatService,
+    pub slots: Arc<ConnectionSlots>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<Metrics>,
+    /// `limits.token_requests_per_min` per client IP for customer-token.
+    pub token_requests: DefaultKeyedRateLimiter<IpAddr>,
+    next_conn: AtomicU64,
+}
+
+impl Gateway {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Settings>,
+        node_id: Arc<str>,
+        auth: Arc<Authenticator>,
+        agents: Arc<dyn AgentStore>,
+        login_throttle: Arc<dyn LoginThrottle>,
+        rooms: RoomHub,
+        users: UserHub,
+        chat: ChatService,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        let per_min = std::num::NonZeroU32::new(settings.limits.token_requests_per_min).unwrap_or(std::num::NonZeroU32::MIN);
+        Gateway {
+            slots: Arc::new(ConnectionSlots::new(settings.limits.max_connections)),
+            lifecycle: Arc::new(Lifecycle::default()),
+            token_requests: RateLimiter::keyed(Quota::per_minute(per_min)),
+            next_conn: AtomicU64::new(1),
+            settings,
+            node_id,
+            auth,
+            agents,
+            login_throttle,
+            rooms,
+            users,
+            chat,
+            metrics,
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// `limits.max_connections`: WebSocket connections open on this node.
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize) -> Self {
+        ConnectionSlots { open: AtomicUsize::new(0), max }
+    }
+
+    /// A slot, held for the connection's lifetime; `None` at the limit.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<SlotGuard> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| SlotGuard(self.clone()))
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection slot; released on drop.
+#[derive(Debug)]
+pub struct SlotGuard(Arc<ConnectionSlots>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether the node is draining (SIGTERM received).
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,624 @@
+//! The connection actor: one per WebSocket, on the worker thread that accepted it.
+//!
+//! This is the only module that touches actix-web-actors. The actor owns the
+//! connection's state (identity, rooms, timers, rate limit), answers every client
+//! frame, and drains its outbound queue into the socket. It registers with the user
+//! registry once authenticated and leaves every registry in `stopping`.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use auth::Claims;
+use bytestring::ByteString;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use protocol::frames::{
+    AuthenticatedFrame, Empty, ErrorFrame, HelloFrame, OkFrame, PongFrame, TokenExpiringFrame,
+};
+use protocol::{encode, parse_client_frame, ClientFrame, CloseReason, ErrorCode, FrameId, Inbound, UserRef};
+use tokio::sync::mpsc;
+use tracing::{debug, info, Instrument};
+
+use super::{Endpoint, Identity};
+use crate::chat::{self, ChatError};
+use crate::hub::rooms::{IsMember, Join, Leave, Member, Publish};
+use crate::hub::users::{Register, Unregister, UserConn};
+use crate::outbound::{Budget, ConnHandle, ConnId, Control};
+use crate::state::{Gateway, SlotGuard};
+
+/// Window in which more than `limits.messages_burst` refused frames close the connection (§3).
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// The only subprotocol the server selects.
+pub const SUBPROTOCOL: &str = "chat.v1";
+
+/// What the handshake decided about a new connection.
+pub struct Admission {
+    pub endpoint: Endpoint,
+    pub identity: Option<Identity>,
+    /// Rooms a push-only `/ws` connection subscribes to at once.
+    pub push_rooms: Vec<String>,
+    pub device_id: Option<String>,
+    pub client_id: Option<String>,
+    /// `auth.handshake_errors = "close"`: accept, then close at once with this reason.
+    pub reject: Option<CloseReason>,
+    pub slot: Option<SlotGuard>,
+}
+
+/// Upgrade the request and start the connection actor.
+pub fn start(req: &HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, admission: Admission) -> actix_web::Result<HttpResponse> {
+    let codec = actix_http::ws::Codec::new().max_size(gw.settings.limits.max_frame_bytes);
+    let actor = Connection::new(gw, admission);
+    ws::WsResponseBuilder::new(actor, req, payload).codec(codec).protocols(&[SUBPROTOCOL]).start()
+}
+
+pub struct Connection {
+    gw: web::Data<Gateway>,
+    id: ConnId,
+    /// `connectionId` in `hello` and logs.
+    label: Arc<str>,
+    endpoint: Endpoint,
+    identity: Option<Identity>,
+    /// Rooms this connection is subscribed to.
+    rooms: Vec<Arc<str>>,
+    push_rooms: Vec<String>,
+    device_id: Option<String>,
+    client_id: Option<String>,
+    reject: Option<CloseReason>,
+    /// Our own sending side, given to registries; set in `started`.
+    handle: Option<ConnHandle>,
+    budget: Option<Arc<Budget>>,
+    /// Last inbound frame, pong or `/heartbeat` touch.
+    last_seen: Instant,
+    limiter: DefaultDirectRateLimiter,
+    /// When recent frames were refused for the rate, newest last.
+    refusals: VecDeque<Instant>,
+    auth_timer: Option<SpawnHandle>,
+    expiry_timers: Vec<SpawnHandle>,
+    /// A fragmented message being reassembled (bounded by `limits.max_frame_bytes`).
+    fragments: Option<Vec<u8>>,
+    closing: bool,
+    span: tracing::Span,
+    _slot: Option<SlotGuard>,
+}
+
+impl Connection {
+    fn new(gw: web::Data<Gateway>, admission: Admission) -> Self {
+        let id = gw.next_conn_id();
+        let label: Arc<str> = format!("{}-{id}", gw.node_id).into();
+        let limits = &gw.settings.limits;
+        let per_sec = NonZeroU32::new(limits.messages_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.messages_burst).unwrap_or(NonZeroU32::MIN);
+        let span = tracing::info_span!(
+            "conn",
+            conn_id = %label,
+            endpoint = admission.endpoint.as_str(),
+            user = tracing::field::Empty,
+            node = %gw.node_id,
+        );
+        Connection {
+            id,
+            label,
+            endpoint: admission.endpoint,
+            identity: None,
+            rooms: Vec::new(),
+            push_rooms: admission.push_rooms,
+            device_id: admission.device_id,
+            client_id: admission.client_id,
+            reject: admission.reject,
+            handle: None,
+            budget: None,
+            last_seen: Instant::now(),
+            limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
+            refusals: VecDeque::new(),
+            auth_timer: None,
+            expiry_timers: Vec::new(),
+            fragments: None,
+            closing: false,
+            span,
+            _slot: admission.slot,
+            gw,
+        }
+        .with_identity(admission.identity)
+    }
+
+    fn with_identity(mut self, identity: Option<Identity>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    fn handle(&self) -> &ConnHandle {
+        // Set in `started`, before any frame or message is handled.
+        self.handle.as_ref().expect("handle is set in started")
+    }
+
+    // ------------------------------------------------------------------ output
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+        ctx.text(frame);
+    }
+
+    fn error(&self, ctx: &mut ws::WebsocketContext<Self>, reference: Option<&FrameId>, code: ErrorCode, message: &str) {
+        self.gw.metrics.frame_errors.get_or_create(&vec![("code", code.as_str())]).inc();
+        self.send(ctx, encode(&ErrorFrame::new(reference, code, message)));
+    }
+
+    fn ok(&self, ctx: &mut ws::WebsocketContext<Self>, reference: Option<&FrameId>) {
+        if let Some(r) = reference {
+            self.send(ctx, encode(&OkFrame::new(r, Empty {})));
+        }
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: CloseReason) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.gw.metrics.closes.get_or_create(&vec![("code", reason.as_str())]).inc();
+        let _enter = self.span.enter();
+        debug!(reason = reason.as_str(), "closing");
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(reason.code().0),
+            description: Some(reason.as_str().to_string()),
+        }));
+        ctx.stop();
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    fn send_hello(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let hello = HelloFrame {
+            kind: "hello",
+            connection_id: &self.label,
+            node: &self.gw.node_id,
+            authenticated: self.identity.is_some(),
+            user: self.identity.as_ref().map(|i| &i.user),
+            expires_at: self.identity.as_ref().map(|i| protocol::time::from_unix_secs(i.claims.exp)),
+            heartbeat_interval_ms: self.gw.settings.heartbeat.interval_secs * 1000,
+            protocol_version: protocol::PROTOCOL_VERSION,
+            device_id: self.device_id.as_deref(),
+            client_id: self.client_id.as_deref(),
+        };
+        self.send(ctx, encode(&hello));
+    }
+
+    fn schedule_heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        // Rescheduled each time rather than `run_interval`, so that a connection that
+        // was frozen behind a full socket does not replay missed ticks at once.
+        ctx.run_later(self.gw.settings.heartbeat_interval(), |act, ctx| {
+            if act.last_seen.elapsed() > act.gw.settings.heartbeat_timeout() {
+                act.close(ctx, CloseReason::HeartbeatTimeout);
+                return;
+            }
+            ctx.ping(b"");
+            act.schedule_heartbeat(ctx);
+        });
+    }
+
+    /// Identity established (handshake, `auth` or `login`): register, arm expiry, replay.
+    fn authenticated(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(identity) = self.identity.clone() else { return };
+        self.span.record("user", &*identity.user.id);
+        if let Some(timer) = self.auth_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.register_user(&identity);
+        self.schedule_expiry(ctx, &identity.claims);
+        if self.endpoint == Endpoint::Chat {
+            chat::replay::start(self.gw.clone(), identity, self.handle().clone(), self.budget.clone());
+        }
+    }
+
+    fn register_user(&self, identity: &Identity) {
+        let conn = UserConn {
+            conn: self.handle().clone(),
+            family: identity.claims.fam.as_deref().map(Arc::from),
+            jti: identity.claims.jti.as_deref().map(Arc::from),
+            push: self.endpoint == Endpoint::Push,
+        };
+        let user = identity.user_id.clone();
+        self.gw.users.shard(&user).do_send(Register { user, conn });
+    }
+
+    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>, claims: &Claims) {
+        for timer in self.expiry_timers.drain(..) {
+            ctx.cancel_future(timer);
+        }
+        let now_ms = protocol::time::unix_millis();
+        let exp_ms = claims.exp.saturating_mul(1000);
+        let warn_ms = exp_ms - (self.gw.settings.auth.expiry_warning_secs as i64) * 1000;
+        let until = |at_ms: i64| Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64);
+        let warn = ctx.run_later(until(warn_ms), move |act, ctx| {
+            let left = exp_ms.saturating_sub(protocol::time::unix_millis()).max(0) as u64;
+            act.send(ctx, encode(&TokenExpiringFrame { kind: "token_expiring", expires_in_ms: left }));
+        });
+        let close_ms = exp_ms + (self.gw.settings.auth.leeway_secs as i64) * 1000;
+        let close = ctx.run_later(until(close_ms), |act, ctx| act.close(ctx, CloseReason::TokenExpired));
+        self.expiry_timers = vec![warn, close];
+    }
+
+    fn join_push_rooms(&mut self) {
+        let Some(identity) = self.identity.clone() else { return };
+        for room in std::mem::take(&mut self.push_rooms) {
+            let room: Arc<str> = room.into();
+            self.rooms.push(room.clone());
+            self.gw.rooms.shard(&room).do_send(Join {
+                room,
+                member: self.member(&identity, false),
+                since: None,
+                reference: None,
+                announce: false,
+            });
+        }
+    }
+
+    fn member(&self, identity: &Identity, chat: bool) -> Member {
+        Member {
+            conn: self.handle().clone(),
+            user: identity.user_id.clone(),
+            role: identity.claims.role,
+            name: identity.name.clone(),
+            chat,
+        }
+    }
+
+    // ------------------------------------------------------------------ input
+
+    fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        self.last_seen = Instant::now();
+        if self.endpoint == Endpoint::Push {
+            return; // push-only: client frames only count as liveness
+        }
+        self.gw.metrics.frames_in.inc();
+        if self.limiter.check().is_err() {
+            let id = parse_client_frame(text).ok().and_then(|f| f.id);
+            self.error(ctx, id.as_ref(), ErrorCode::RateLimited, "too many frames: slow down");
+            let now = Instant::now();
+            self.refusals.push_back(now);
+            while self.refusals.front().is_some_and(|t| now.duration_since(*t) > REFUSAL_WINDOW) {
+                self.refusals.pop_front();
+            }
+            if self.refusals.len() > self.gw.settings.limits.messages_burst as usize {
+                self.close(ctx, CloseReason::RateLimited);
+            }
+            return;
+        }
+        match parse_client_frame(text) {
+            Ok(inbound) => self.dispatch(inbound, ctx),
+            Err(e) => self.error(ctx, e.id.as_ref(), e.code, &e.message),
+        }
+    }
+
+    fn dispatch(&mut self, Inbound { id, frame }: Inbound, ctx: &mut ws::WebsocketContext<Self>) {
+        let reference = id.as_ref();
+        match frame {
+            ClientFrame::Ping => self.send(ctx, encode(&PongFrame { kind: "pong", reference })),
+            ClientFrame::Hello { protocol_version } => match protocol_version {
+                None | Some(1) => self.ok(ctx, reference),
+                Some(v) => self.error(
+                    ctx,
+                    reference,
+                    ErrorCode::UnsupportedProtocol,
+                    &format!("protocol version {v} is not supported; this server speaks version 1"),
+                ),
+            },
+            ClientFrame::Auth { token } => self.auth(token, id, ctx),
+            ClientFrame::Login { username, password } => self.login(username, password, id, ctx),
+            frame => {
+                let Some(identity) = self.identity.clone() else {
+                    return self.error(
+                        ctx,
+                        reference,
+                        ErrorCode::MissingToken,
+                        "authenticate first: send `auth` with a token or `login` with agent credentials",
+                    );
+                };
+                match frame {
+                    ClientFrame::Subscribe { room, since } => self.subscribe(&identity, room, since, id, ctx),
+                    ClientFrame::Unsubscribe { room } => self.unsubscribe(room, id),
+                    ClientFrame::Publish { room, data, event } => self.publish(&identity, room, data, event, id, ctx),
+                    other => self.chat_frame(identity, other, id, ctx),
+                }
+            }
+        }
+    }
+
+    fn auth(&mut self, token: String, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
+        let gw = self.gw.clone();
+        let fut = async move { gw.auth.verify(&token).await };
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(claims) => act.become_user(claims, id, ctx),
+            Err(e) => act.error(ctx, id.as_ref(), e.code(), &e.message()),
+        }));
+    }
+
+    fn login(&mut self, username: String, password: String, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
+        let gw = self.gw.clone();
+        let fut = async move { crate::http::tokens::login(&gw, &username, &password).await };
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(pair) => act.become_user(pair.access.claims, id, ctx),
+            Err(e) => act.error(ctx, id.as_ref(), e.code, &e.message),
+        }));
+    }
+
+    /// Take on `claims`: the first authentication, or a refresh for the same user.
+    fn become_user(&mut self, claims: Claims, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
+        let identity = Identity::from_claims(claims);
+        if let Some(current) = &self.identity {
+            if current.user_id != identity.user_id || current.claims.role != identity.claims.role {
+                return self.error(
+                    ctx,
+                    id.as_ref(),
+                    ErrorCode::Forbidden,
+                    "a live connection can only be refreshed with a token of the same user",
+                );
+            }
+            self.identity = Some(identity.clone());
+            self.register_user(&identity);
+            self.schedule_expiry(ctx, &identity.claims);
+            self.send_authenticated(ctx, id.as_ref(), &identity);
+            return;
+        }
+        self.identity = Some(identity.clone());
+        info!(parent: &self.span, user = %identity.user.id, role = identity.claims.role.as_str(), "authenticated in-band");
+        self.send_authenticated(ctx, id.as_ref(), &identity);
+        self.authenticated(ctx);
+    }
+
+    fn send_authenticated(&self, ctx: &mut ws::WebsocketContext<Self>, reference: Option<&FrameId>, identity: &Identity) {
+        self.send(
+            ctx,
+            encode(&AuthenticatedFrame {
+                kind: "authenticated",
+                reference,
+                user: &identity.user,
+                expires_at: protocol::time::from_unix_secs(identity.claims.exp),
+            }),
+        );
+    }
+
+    fn subscribe(&mut self, identity: &Identity, room: String, since: Option<u64>, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Err(why) = super::validate_room(&room) {
+            return self.error(ctx, id.as_ref(), ErrorCode::InvalidRequest, &why);
+        }
+        if !identity.claims.may_subscribe(&room) {
+            return self.error(ctx, id.as_ref(), ErrorCode::Forbidden, &format!("your token grants no access to room `{room}`"));
+        }
+        let known = self.rooms.iter().any(|r| **r == *room);
+        let max = self.gw.settings.rooms.max_per_connection;
+        if !known && self.rooms.len() >= max {
+            return self.error(
+                ctx,
+                id.as_ref(),
+                ErrorCode::InvalidRequest,
+                &format!("at most {max} rooms per connection: unsubscribe from one first"),
+            );
+        }
+        let room: Arc<str> = room.into();
+        if !known {
+            self.rooms.push(room.clone());
+        }
+        let join = Join { room: room.clone(), member: self.member(identity, true), since, reference: id, announce: true };
+        // Awaited, so that frames after this one see the subscription.
+        let fut = self.gw.rooms.shard(&room).send(join);
+        ctx.wait(fut.into_actor(self).map(|_, _, _| ()));
+    }
+
+    fn unsubscribe(&mut self, room: String, id: Option<FrameId>) {
+        let room: Arc<str> = room.into();
+        self.rooms.retain(|r| *r != room);
+        let leave = Leave { room: room.clone(), conn: self.id, reference: Some(id), handle: Some(self.handle().clone()) };
+        if self.gw.rooms.shard(&room).try_send(leave).is_err() {
+            debug!(parent: &self.span, "room shard busy; unsubscribe dropped");
+        }
+    }
+
+    fn publish(
+        &mut self,
+        identity: &Identity,
+        room: String,
+        data: Box<serde_json::value::RawValue>,
+        event: Option<String>,
+        id: Option<FrameId>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if let Err(why) = super::validate_room(&room) {
+            return self.error(ctx, id.as_ref(), ErrorCode::InvalidRequest, &why);
+        }
+        if !identity.claims.may_publish(&room) {
+            return self.error(ctx, id.as_ref(), ErrorCode::Forbidden, &format!("your token may not publish to room `{room}`"));
+        }
+        let room: Arc<str> = room.into();
+        self.gw.metrics.notices_published.inc();
+        let fut = self.gw.rooms.shard(&room).send(Publish { room: room.clone(), event, data });
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(seq) => {
+                if let Some(r) = id.as_ref() {
+                    #[derive(serde::Serialize)]
+                    struct Published<'a> {
+                        room: &'a str,
+                        seq: u64,
+                    }
+                    act.send(ctx, encode(&OkFrame::new(r, Published { room: &room, seq })));
+                }
+            }
+            Err(_) => act.error(ctx, id.as_ref(), ErrorCode::Unavailable, "the room service is busy; retry"),
+        }));
+    }
+
+    fn chat_frame(&mut self, identity: Identity, frame: ClientFrame, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
+        let gw = self.gw.clone();
+        let conn = self.handle().clone();
+        let fut = async move { chat::handle_frame(&gw, &identity, &conn, frame).await };
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(answer) => act.send(ctx, answer.encode(id.as_ref())),
+            Err(ChatError { code, message }) => act.error(ctx, id.as_ref(), code, &message),
+        }));
+    }
+
+    fn handle_bytes(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.handle_text(text, ctx),
+            Err(_) => self.close(ctx, CloseReason::InvalidUtf8),
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(reason) = self.reject {
+            self.gw.metrics.handshake_rejections.get_or_create(&vec![("code", reason.as_str())]).inc();
+            self.close(ctx, reason);
+            return;
+        }
+        ctx.set_mailbox_capacity(64);
+        let (handle, frames, budget) =
+            ConnHandle::new(self.id, ctx.address().recipient(), self.gw.settings.limits.outbound_queue_bytes);
+        self.handle = Some(handle);
+        self.budget = Some(budget);
+        ctx.add_stream(OutboundStream(frames));
+        self.gw.metrics.connections_open.inc();
+        self.gw.metrics.connections_total.get_or_create(&vec![("endpoint", self.endpoint.as_str())]).inc();
+        self.send_hello(ctx);
+        self.schedule_heartbeat(ctx);
+        if self.identity.is_some() {
+            self.authenticated(ctx);
+            self.join_push_rooms();
+        } else {
+            let timeout = Duration::from_secs(self.gw.settings.auth.timeout_secs);
+            self.auth_timer = Some(ctx.run_later(timeout, |act, ctx| {
+                if act.identity.is_none() {
+                    act.close(ctx, CloseReason::AuthTimeout);
+                }
+            }));
+        }
+        debug!(parent: &self.span, "connection open");
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if self.handle.is_none() {
+            return Running::Stop;
+        }
+        self.gw.metrics.connections_open.dec();
+        for room in self.rooms.drain(..) {
+            let leave = Leave { room: room.clone(), conn: self.id, reference: None, handle: None };
+            // Must arrive even when the shard is busy, or the room would keep a dead member.
+            let shard = self.gw.rooms.shard(&room).clone();
+            actix::spawn(async move {
+                let _ = shard.send(leave).await;
+            }.instrument(self.span.clone()));
+        }
+        if let Some(identity) = &self.identity {
+            let user = identity.user_id.clone();
+            let shard = self.gw.users.shard(&user).clone();
+            let conn = self.id;
+            actix::spawn(async move {
+                let _ = shard.send(Unregister { user, conn }).await;
+            });
+        }
+        debug!(parent: &self.span, "connection closed");
+        Running::Stop
+    }
+}
+
+/// The outbound queue, drained by the actor into the socket.
+struct OutboundStream(mpsc::Receiver<ByteString>);
+
+impl futures_util::Stream for OutboundStream {
+    type Item = ByteString;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<ByteString>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+impl StreamHandler<ByteString> for Connection {
+    fn handle(&mut self, frame: ByteString, ctx: &mut Self::Context) {
+        if let Some(budget) = &self.budget {
+            budget.drained(frame.len());
+        }
+        if !self.closing {
+            ctx.text(frame);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // We hold a sender ourselves, so the queue only ends with the actor.
+    }
+}
+
+impl Handler<Control> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
+        match msg {
+            Control::Close(reason) => self.close(ctx, reason),
+            Control::Touch => self.last_seen = Instant::now(),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        let max = self.gw.settings.limits.max_frame_bytes;
+        match msg {
+            Ok(ws::Message::Text(text)) => self.handle_text(&text, ctx),
+            Ok(ws::Message::Binary(bytes)) => self.handle_bytes(&bytes, ctx),
+            Ok(ws::Message::Ping(payload)) => {
+                self.last_seen = Instant::now();
+                ctx.pong(&payload);
+            }
+            Ok(ws::Message::Pong(_)) => self.last_seen = Instant::now(),
+            Ok(ws::Message::Close(_)) => {
+                self.closing = true;
+                ctx.close(Some(ws::CloseCode::Normal.into()));
+                ctx.stop();
+            }
+            Ok(ws::Message::Continuation(item)) => {
+                use actix_http::ws::Item;
+                let (first, chunk, last) = match item {
+                    Item::FirstText(b) | Item::FirstBinary(b) => (true, b, false),
+                    Item::Continue(b) => (false, b, false),
+                    Item::Last(b) => (false, b, true),
+                };
+                if first {
+                    self.fragments = Some(Vec::new());
+                }
+                let Some(buf) = self.fragments.as_mut() else {
+                    return self.close(ctx, CloseReason::InvalidRequest);
+                };
+                if buf.len() + chunk.len() > max {
+                    return self.close(ctx, CloseReason::MessageTooBig);
+                }
+                buf.extend_from_slice(&chunk);
+                if last {
+                    if let Some(buf) = self.fragments.take() {
+                        self.handle_bytes(&buf, ctx);
+                    }
+                }
+            }
+            Ok(ws::Message::Nop) => {}
+            Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseReason::MessageTooBig),
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.close(ctx, CloseReason::InvalidUtf8),
+            Err(e) => {
+                debug!(parent: &self.span, error = %e, "protocol error");
+                self.close(ctx, CloseReason::InvalidRequest);
+            }
+        }
+    }
+}
+
+impl Identity {
+    pub fn from_claims(claims: Claims) -> Identity {
+        let user = UserRef { id: claims.sub.clone(), role: claims.role.as_str().to_string(), name: claims.display_name().to_string() };
+        Identity { user_id: claims.sub.as_str().into(), name: user.name.as_str().into(), user, claims: Arc::new(claims) }
+    }
+}

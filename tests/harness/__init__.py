@@ -1,0 +1,1 @@
+"""Test harness: gateway processes (node.py), tokens (tokens.py), HTTP (http.py), WebSocket client (ws.py)."""
