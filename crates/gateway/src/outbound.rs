@@ -30,6 +30,28 @@ pub enum Control {
     Touch,
 }
 
+/// What goes through a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// An encoded frame, sent as is.
+    Frame(ByteString),
+    /// A live chat message: the connection orders these by `seq` per session.
+    Message { session: Arc<str>, seq: u64, frame: ByteString },
+    /// The connection now receives `session` (assigned or transferred to its user);
+    /// messages up to `after` are history.
+    Track { session: Arc<str>, after: u64 },
+}
+
+impl Outbound {
+    /// Bytes this item puts on the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) | Outbound::Message { frame: f, .. } => f.len(),
+            Outbound::Track { .. } => 0,
+        }
+    }
+}
+
 /// Byte accounting shared by the senders and the connection.
 #[derive(Debug)]
 pub struct Budget {
@@ -70,7 +92,7 @@ pub enum Sent {
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    frames: mpsc::Sender<ByteString>,
+    frames: mpsc::Sender<Outbound>,
     control: Recipient<Control>,
     budget: Arc<Budget>,
 }
@@ -83,7 +105,7 @@ impl std::fmt::Debug for ConnHandle {
 
 impl ConnHandle {
     /// A handle and the receiving end that the connection drains.
-    pub fn new(id: ConnId, control: Recipient<Control>, limit: usize) -> (ConnHandle, mpsc::Receiver<ByteString>, Arc<Budget>) {
+    pub fn new(id: ConnId, control: Recipient<Control>, limit: usize) -> (ConnHandle, mpsc::Receiver<Outbound>, Arc<Budget>) {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let budget = Arc::new(Budget { pending: AtomicUsize::new(0), limit, overflowed: AtomicBool::new(false) });
         (ConnHandle { id, frames: tx, control, budget: budget.clone() }, rx, budget)
@@ -91,16 +113,21 @@ impl ConnHandle {
 
     /// Queue one encoded frame (the bytes are shared, not copied).
     pub fn send(&self, frame: &ByteString) -> Sent {
+        self.push(Outbound::Frame(frame.clone()))
+    }
+
+    /// Queue any outbound item.
+    pub fn push(&self, item: Outbound) -> Sent {
         if self.budget.overflowed() {
             return Sent::SlowConsumer;
         }
-        let len = frame.len();
+        let len = item.len();
         let before = self.budget.pending.fetch_add(len, Ordering::Relaxed);
         if before + len > self.budget.limit {
             self.budget.pending.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
-        match self.frames.try_send(frame.clone()) {
+        match self.frames.try_send(item) {
             Ok(()) => Sent::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.budget.pending.fetch_sub(len, Ordering::Relaxed);
@@ -120,6 +147,10 @@ impl ConnHandle {
             let _ = self.control.try_send(Control::Close(CloseReason::SlowConsumer));
         }
         Sent::SlowConsumer
+    }
+
+    pub fn limit(&self) -> usize {
+        self.budget.limit
     }
 
     /// Ask the connection to close (never blocks; a full mailbox means it is stuck,

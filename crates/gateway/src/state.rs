@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use auth::{AgentStore, Authenticator, LoginThrottle};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
+
+use crate::outbound::{ConnHandle, ConnId};
 
 use crate::chat::ChatService;
 use crate::config::Settings;
@@ -24,6 +27,8 @@ pub struct Gateway {
     pub users: UserHub,
     pub chat: ChatService,
     pub slots: Arc<ConnectionSlots>,
+    /// Every open connection, for the drain.
+    pub connections: ConnectionIndex,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<Metrics>,
     /// `limits.token_requests_per_min` per client IP for customer-token.
@@ -48,6 +53,7 @@ impl Gateway {
         Gateway {
             slots: Arc::new(ConnectionSlots::new(settings.limits.max_connections)),
             lifecycle: Arc::new(Lifecycle::default()),
+            connections: ConnectionIndex::default(),
             token_requests: RateLimiter::keyed(Quota::per_minute(per_min)),
             next_conn: AtomicU64::new(1),
             settings,
@@ -115,5 +121,33 @@ impl Lifecycle {
 
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+}
+
+impl Gateway {
+    /// Close the connections a revocation ends (this node; a cluster relays it to the others).
+    pub async fn close_revoked(&self, user: Arc<str>, which: crate::hub::users::Revoked) {
+        let _ = self.users.shard(&user).send(crate::hub::users::Revoke { user, which }).await;
+    }
+}
+
+/// Handles of the node's open connections, for the drain on shutdown. Touched only
+/// when a connection opens or closes.
+#[derive(Default)]
+pub struct ConnectionIndex {
+    open: Mutex<std::collections::HashMap<ConnId, ConnHandle>>,
+}
+
+impl ConnectionIndex {
+    pub fn insert(&self, conn: ConnHandle) {
+        self.open.lock().insert(conn.id, conn);
+    }
+
+    pub fn remove(&self, id: ConnId) {
+        self.open.lock().remove(&id);
+    }
+
+    pub fn snapshot(&self) -> Vec<ConnHandle> {
+        self.open.lock().values().cloned().collect()
     }
 }

@@ -12,6 +12,9 @@ pub mod users;
 
 use std::hash::{Hash, Hasher};
 
+/// The user shards, as the chat router uses them.
+pub type UserHubRef = users::UserHub;
+
 /// The shard a key belongs to.
 pub fn shard_of(key: &str, shards: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 use protocol::CloseReason;
 
-use crate::outbound::{ConnHandle, ConnId};
+use crate::outbound::{ConnHandle, ConnId, Outbound};
 
 /// One authenticated connection of a user.
 #[derive(Debug, Clone)]
@@ -20,6 +19,8 @@ pub struct UserConn {
     pub jti: Option<Arc<str>>,
     /// Push-only `/ws` connection.
     pub push: bool,
+    /// An agent's `/ws/chat` connection (receives `session.queued`).
+    pub agent: bool,
 }
 
 #[derive(Message)]
@@ -62,13 +63,20 @@ pub struct Touch {
     pub jti: Option<Arc<str>>,
 }
 
-/// Queue a frame to every connection of `user`, except `except`.
+/// Queue an item to every chat connection of `user`, except `except`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SendToUser {
     pub user: Arc<str>,
-    pub frame: ByteString,
+    pub item: Outbound,
     pub except: Option<ConnId>,
+}
+
+/// Queue a frame to every agent connection of this shard.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendToAgents {
+    pub item: Outbound,
 }
 
 #[derive(Default)]
@@ -142,9 +150,19 @@ impl Handler<SendToUser> for UserShard {
 
     fn handle(&mut self, msg: SendToUser, _: &mut Self::Context) {
         for c in self.users.get(&msg.user).into_iter().flatten() {
-            if Some(c.conn.id) != msg.except {
-                c.conn.send(&msg.frame);
+            if !c.push && Some(c.conn.id) != msg.except {
+                c.conn.push(msg.item.clone());
             }
+        }
+    }
+}
+
+impl Handler<SendToAgents> for UserShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendToAgents, _: &mut Self::Context) {
+        for c in self.users.values().flatten().filter(|c| c.agent) {
+            c.conn.push(msg.item.clone());
         }
     }
 }
@@ -164,5 +182,9 @@ impl UserHub {
 
     pub fn shard(&self, user: &str) -> &Addr<UserShard> {
         &self.shards[super::shard_of(user, self.shards.len())]
+    }
+
+    pub fn shards(&self) -> &[Addr<UserShard>] {
+        &self.shards
     }
 }

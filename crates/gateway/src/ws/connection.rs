@@ -23,15 +23,23 @@ use protocol::{encode, parse_client_frame, ClientFrame, CloseReason, ErrorCode, 
 use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
 
+use super::sequencer::Sequencer;
 use super::{Endpoint, Identity};
-use crate::chat::{self, ChatError};
-use crate::hub::rooms::{IsMember, Join, Leave, Member, Publish};
+use crate::chat::replay::{Replay, ReplayDone, ReplayPage};
+use crate::chat::service::{message_frame, Actor as ChatActor};
+use crate::chat::{ChatAnswer, ChatError};
+use crate::hub::rooms::{Join, Leave, Member, Publish};
 use crate::hub::users::{Register, Unregister, UserConn};
-use crate::outbound::{Budget, ConnHandle, ConnId, Control};
+use crate::outbound::{Budget, ConnHandle, ConnId, Control, Outbound};
 use crate::state::{Gateway, SlotGuard};
 
 /// Window in which more than `limits.messages_burst` refused frames close the connection (§3).
 const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// How long a gap in a session's live messages may last before the missing ones
+/// are fetched from the store.
+const GAP_WAIT: Duration = Duration::from_millis(300);
+/// Messages fetched per gap fill.
+const GAP_FILL_MAX: usize = 500;
 /// The only subprotocol the server selects.
 pub const SUBPROTOCOL: &str = "chat.v1";
 
@@ -80,6 +88,15 @@ pub struct Connection {
     expiry_timers: Vec<SpawnHandle>,
     /// A fragmented message being reassembled (bounded by `limits.max_frame_bytes`).
     fragments: Option<Vec<u8>>,
+    /// Orders live chat messages per session.
+    sequencer: Sequencer,
+    /// Offline replay is running: live messages wait in `held`.
+    replaying: bool,
+    /// Live messages that arrived during replay, in arrival order.
+    held: Vec<(Arc<str>, u64, ByteString)>,
+    held_bytes: usize,
+    /// A gap check is scheduled.
+    gap_check: bool,
     closing: bool,
     span: tracing::Span,
     _slot: Option<SlotGuard>,
@@ -117,6 +134,11 @@ impl Connection {
             auth_timer: None,
             expiry_timers: Vec::new(),
             fragments: None,
+            sequencer: Sequencer::default(),
+            replaying: false,
+            held: Vec::new(),
+            held_bytes: 0,
+            gap_check: false,
             closing: false,
             span,
             _slot: admission.slot,
@@ -130,7 +152,7 @@ impl Connection {
         self
     }
 
-    fn handle(&self) -> &ConnHandle {
+    fn conn_handle(&self) -> &ConnHandle {
         // Set in `started`, before any frame or message is handled.
         self.handle.as_ref().expect("handle is set in started")
     }
@@ -205,22 +227,49 @@ impl Connection {
         if let Some(timer) = self.auth_timer.take() {
             ctx.cancel_future(timer);
         }
-        self.register_user(&identity);
         self.schedule_expiry(ctx, &identity.claims);
-        if self.endpoint == Endpoint::Chat {
-            chat::replay::start(self.gw.clone(), identity, self.handle().clone(), self.budget.clone());
+        let register = self.registration(&identity);
+        if self.endpoint == Endpoint::Push {
+            let shard = self.gw.users.shard(&identity.user_id).clone();
+            actix::spawn(async move {
+                let _ = shard.send(register).await;
+            });
+            return;
         }
+        self.replaying = true;
+        let actor = ChatActor::of(&identity);
+        let addr = ctx.address();
+        Replay::start(
+            self.gw.chat.clone(),
+            self.gw.users.clone(),
+            actor.clone(),
+            register,
+            addr.clone().recipient(),
+            addr.recipient(),
+            self.gw.settings.offline.max_replay,
+        );
+        let chat = self.gw.chat.clone();
+        let key = self.label.clone();
+        actix::spawn(async move { chat.connection_opened(&actor, &key).await });
     }
 
-    fn register_user(&self, identity: &Identity) {
+    fn registration(&self, identity: &Identity) -> Register {
         let conn = UserConn {
-            conn: self.handle().clone(),
+            conn: self.conn_handle().clone(),
             family: identity.claims.fam.as_deref().map(Arc::from),
             jti: identity.claims.jti.as_deref().map(Arc::from),
             push: self.endpoint == Endpoint::Push,
+            agent: identity.claims.role == auth::Role::Agent && self.endpoint == Endpoint::Chat,
         };
-        let user = identity.user_id.clone();
-        self.gw.users.shard(&user).do_send(Register { user, conn });
+        Register { user: identity.user_id.clone(), conn }
+    }
+
+    fn register_user(&self, identity: &Identity) {
+        let register = self.registration(identity);
+        let shard = self.gw.users.shard(&identity.user_id).clone();
+        actix::spawn(async move {
+            let _ = shard.send(register).await;
+        });
     }
 
     fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>, claims: &Claims) {
@@ -257,7 +306,7 @@ impl Connection {
 
     fn member(&self, identity: &Identity, chat: bool) -> Member {
         Member {
-            conn: self.handle().clone(),
+            conn: self.conn_handle().clone(),
             user: identity.user_id.clone(),
             role: identity.claims.role,
             name: identity.name.clone(),
@@ -410,7 +459,7 @@ impl Connection {
     fn unsubscribe(&mut self, room: String, id: Option<FrameId>) {
         let room: Arc<str> = room.into();
         self.rooms.retain(|r| *r != room);
-        let leave = Leave { room: room.clone(), conn: self.id, reference: Some(id), handle: Some(self.handle().clone()) };
+        let leave = Leave { room: room.clone(), conn: self.id, reference: Some(id), handle: Some(self.conn_handle().clone()) };
         if self.gw.rooms.shard(&room).try_send(leave).is_err() {
             debug!(parent: &self.span, "room shard busy; unsubscribe dropped");
         }
@@ -451,11 +500,65 @@ impl Connection {
 
     fn chat_frame(&mut self, identity: Identity, frame: ClientFrame, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
         let gw = self.gw.clone();
-        let conn = self.handle().clone();
-        let fut = async move { chat::handle_frame(&gw, &identity, &conn, frame).await };
+        let conn = self.conn_handle().clone();
+        let reference = id.clone();
+        let fut = async move { gw.chat.handle_frame(&identity, &conn, frame, reference.as_ref()).await };
+        // Awaited in order: a connection's frames are answered in the order sent, and an
+        // `ack` is processed before any later live message of the session.
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(answer) => act.send(ctx, answer.encode(id.as_ref())),
+            Ok(answer) => {
+                if let ChatAnswer::Ack { message } = &answer {
+                    let session: Arc<str> = message.session_id.as_str().into();
+                    let mut out = Vec::new();
+                    act.sequencer.own(&session, message.seq, &mut out);
+                    act.emit(ctx, out);
+                }
+                if id.is_some() || !answer.needs_ref() {
+                    act.send(ctx, answer.encode(id.as_ref()));
+                }
+            }
             Err(ChatError { code, message }) => act.error(ctx, id.as_ref(), code, &message),
+        }));
+    }
+
+    fn emit(&mut self, ctx: &mut ws::WebsocketContext<Self>, frames: Vec<ByteString>) {
+        for frame in frames {
+            ctx.text(frame);
+        }
+        if !self.gap_check && !self.sequencer.gaps().is_empty() {
+            self.gap_check = true;
+            ctx.run_later(GAP_WAIT, |act, ctx| act.fill_gaps(ctx));
+        }
+        if self.sequencer.held_bytes() + self.held_bytes > self.gw.settings.limits.outbound_queue_bytes {
+            self.close(ctx, CloseReason::SlowConsumer);
+        }
+    }
+
+    /// Fetch the messages still missing after `GAP_WAIT` from the store.
+    fn fill_gaps(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.gap_check = false;
+        let gaps = self.sequencer.gaps();
+        if gaps.is_empty() {
+            return;
+        }
+        let store = self.gw.chat.store().clone();
+        let fut = async move {
+            let mut found = Vec::new();
+            for (session, from, to) in gaps {
+                if let Ok(messages) = store.range(&session, from, to, GAP_FILL_MAX).await {
+                    found.push((session, messages));
+                }
+            }
+            found
+        };
+        ctx.spawn(fut.into_actor(self).map(|found, act, ctx| {
+            let mut out = Vec::new();
+            for (session, messages) in found {
+                for m in messages {
+                    act.sequencer.live(&session, m.seq, message_frame("message", &m), &mut out);
+                }
+            }
+            act.emit(ctx, out);
         }));
     }
 
@@ -479,6 +582,7 @@ impl Actor for Connection {
         ctx.set_mailbox_capacity(64);
         let (handle, frames, budget) =
             ConnHandle::new(self.id, ctx.address().recipient(), self.gw.settings.limits.outbound_queue_bytes);
+        self.gw.connections.insert(handle.clone());
         self.handle = Some(handle);
         self.budget = Some(budget);
         ctx.add_stream(OutboundStream(frames));
@@ -505,6 +609,7 @@ impl Actor for Connection {
             return Running::Stop;
         }
         self.gw.metrics.connections_open.dec();
+        self.gw.connections.remove(self.id);
         for room in self.rooms.drain(..) {
             let leave = Leave { room: room.clone(), conn: self.id, reference: None, handle: None };
             // Must arrive even when the shard is busy, or the room would keep a dead member.
@@ -517,8 +622,12 @@ impl Actor for Connection {
             let user = identity.user_id.clone();
             let shard = self.gw.users.shard(&user).clone();
             let conn = self.id;
+            let chat = (self.endpoint == Endpoint::Chat).then(|| (self.gw.chat.clone(), ChatActor::of(identity), self.label.clone()));
             actix::spawn(async move {
                 let _ = shard.send(Unregister { user, conn }).await;
+                if let Some((chat, actor, key)) = chat {
+                    chat.connection_closed(&actor, &key).await;
+                }
             });
         }
         debug!(parent: &self.span, "connection closed");
@@ -527,28 +636,99 @@ impl Actor for Connection {
 }
 
 /// The outbound queue, drained by the actor into the socket.
-struct OutboundStream(mpsc::Receiver<ByteString>);
+struct OutboundStream(mpsc::Receiver<Outbound>);
 
 impl futures_util::Stream for OutboundStream {
-    type Item = ByteString;
+    type Item = Outbound;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<ByteString>> {
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Outbound>> {
         self.0.poll_recv(cx)
     }
 }
 
-impl StreamHandler<ByteString> for Connection {
-    fn handle(&mut self, frame: ByteString, ctx: &mut Self::Context) {
+impl StreamHandler<Outbound> for Connection {
+    fn handle(&mut self, item: Outbound, ctx: &mut Self::Context) {
         if let Some(budget) = &self.budget {
-            budget.drained(frame.len());
+            budget.drained(item.len());
         }
-        if !self.closing {
-            ctx.text(frame);
+        if self.closing {
+            return;
+        }
+        match item {
+            Outbound::Frame(frame) => ctx.text(frame),
+            Outbound::Message { session, seq, frame } if self.replaying => {
+                self.held_bytes += frame.len();
+                self.held.push((session, seq, frame));
+                self.emit(ctx, Vec::new());
+            }
+            Outbound::Message { session, seq, frame } => {
+                let mut out = Vec::new();
+                self.sequencer.live(&session, seq, frame, &mut out);
+                self.emit(ctx, out);
+            }
+            Outbound::Track { session, after } => {
+                let mut out = Vec::new();
+                self.sequencer.track(session, after, &mut out);
+                self.emit(ctx, out);
+            }
         }
     }
 
     fn finished(&mut self, _: &mut Self::Context) {
         // We hold a sender ourselves, so the queue only ends with the actor.
+    }
+}
+
+impl Handler<ReplayPage> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, page: ReplayPage, ctx: &mut Self::Context) {
+        if !self.closing {
+            for frame in page.frames {
+                ctx.text(frame);
+            }
+        }
+    }
+}
+
+impl Handler<ReplayDone> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, done: ReplayDone, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        if done.failed {
+            self.error(ctx, None, ErrorCode::Unavailable, "offline replay was cut short: the store is unavailable; reconnect to get the rest");
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Range<'a> {
+            session_id: &'a str,
+            from_seq: u64,
+            to_seq: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct Complete<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            count: u64,
+            truncated: bool,
+            sessions: Vec<Range<'a>>,
+        }
+        let sessions =
+            done.truncated.iter().map(|(s, from, to)| Range { session_id: s, from_seq: *from, to_seq: *to }).collect::<Vec<_>>();
+        ctx.text(encode(&Complete { kind: "offline_messages_complete", count: done.count, truncated: !sessions.is_empty(), sessions }));
+        self.replaying = false;
+        let mut out = Vec::new();
+        for (session, position) in done.positions {
+            self.sequencer.track(session, position, &mut out);
+        }
+        self.held_bytes = 0;
+        for (session, seq, frame) in std::mem::take(&mut self.held) {
+            self.sequencer.live(&session, seq, frame, &mut out);
+        }
+        self.emit(ctx, out);
     }
 }
 

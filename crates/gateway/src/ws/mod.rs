@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod handshake;
+pub mod sequencer;
 
 use std::sync::Arc;
 

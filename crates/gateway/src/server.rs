@@ -1,0 +1,241 @@
+//! Wiring of one node: stores, registries, the HTTP server, and shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpServer};
+use auth::{Authenticator, Keyring, KeyringConfig, MemoryAgentStore, MemoryLoginThrottle, MemoryTokenStore, Role, TokenSpec};
+use futures_util::FutureExt;
+use presence::MemoryPresence;
+use protocol::CloseReason;
+use tracing::{info, warn, Instrument};
+
+use crate::chat::router::Router;
+use crate::chat::store::MemoryChatStore;
+use crate::chat::ChatService;
+use crate::config::{BrokerKind, Settings};
+use crate::hub::rooms::{RoomHub, RoomLimits};
+use crate::hub::users::UserHub;
+use crate::metrics::Metrics;
+use crate::state::Gateway;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("keys: {0}")]
+    Keys(#[from] auth::KeyringError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("broker.kind = \"redis\": {0}")]
+    Redis(String),
+}
+
+fn keyring(settings: &Settings) -> Result<Keyring, auth::KeyringError> {
+    Keyring::new(KeyringConfig {
+        keys: settings.auth.effective_keys(),
+        signing_kid: settings.auth.signing_kid.clone(),
+        issuer: settings.auth.issuer.clone(),
+        audience: settings.auth.audience.clone(),
+        leeway_secs: settings.auth.leeway_secs,
+    })
+}
+
+/// What `chat-gateway token` asks for.
+pub struct TokenRequest {
+    pub role: String,
+    pub sub: String,
+    pub name: Option<String>,
+    pub ttl_secs: Option<u64>,
+    pub rooms: Option<Vec<String>>,
+    pub publish: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub sid: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("--role: {0}")]
+    Role(String),
+    #[error("--sub must not be empty")]
+    EmptySub,
+    #[error(transparent)]
+    Keys(#[from] auth::KeyringError),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// Sign a token with the configured signing key (the `token` subcommand).
+pub fn mint_token(settings: &Settings, req: TokenRequest) -> Result<String, MintError> {
+    let role: Role = req.role.parse().map_err(|e: auth::UnknownRole| MintError::Role(e.to_string()))?;
+    if req.sub.trim().is_empty() {
+        return Err(MintError::EmptySub);
+    }
+    let keyring = keyring(settings)?;
+    let mut spec = TokenSpec::new(req.sub, role);
+    spec.name = req.name;
+    spec.rooms = req.rooms;
+    spec.publish = req.publish;
+    spec.channel = req.channel;
+    spec.sid = req.sid;
+    spec.ttl = req.ttl_secs.map(Duration::from_secs);
+    keyring.issue(spec).map(|t| t.token).map_err(|e| MintError::Sign(e.message()))
+}
+
+/// Run a node until SIGTERM/SIGINT and its drain are over.
+pub fn run(settings: Settings) -> Result<(), ServeError> {
+    let workers = match settings.server.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        n => n,
+    };
+    actix_web::rt::System::new().block_on(serve(settings, workers))
+}
+
+async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
+    let settings = Arc::new(settings);
+    let node_id: Arc<str> = settings
+        .server
+        .node_id
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+        .into();
+    let metrics = Arc::new(Metrics::new());
+    let keyring = keyring(&settings)?;
+    if settings.auth.uses_dev_secret() {
+        warn!("no auth.keys configured: tokens are signed with the built-in development secret (loopback only)");
+    }
+    if settings.broker.kind == BrokerKind::Redis {
+        return Err(ServeError::Redis("the Redis broker is not available in this build yet".into()));
+    }
+    let token_store = Arc::new(MemoryTokenStore::default());
+    let agents: Arc<dyn auth::AgentStore> = Arc::new(MemoryAgentStore::default());
+    let throttle = Arc::new(MemoryLoginThrottle::new(
+        settings.auth.lockout_after_failures,
+        Duration::from_secs(settings.auth.lockout_secs),
+    ));
+    let auth = Arc::new(Authenticator::new(keyring, token_store));
+
+    // Registry shards, one per core, each on an arbiter of its own.
+    let arbiters: Vec<Arbiter> = (0..crate::hub::default_shards()).map(|_| Arbiter::new()).collect();
+    let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+    let limits = RoomLimits {
+        history_size: settings.rooms.history_size,
+        history_ttl: Duration::from_secs(settings.rooms.history_ttl_secs),
+    };
+    let rooms = RoomHub::start(&handles, limits, metrics.clone());
+    let users = UserHub::start(&handles);
+    let router = Router::new(users.clone(), None);
+    let chat = ChatService::new(
+        Arc::new(MemoryChatStore::new()),
+        agents.clone(),
+        Arc::new(MemoryPresence::new()),
+        router,
+        settings.clone(),
+        metrics.clone(),
+    );
+    let gw = web::Data::new(Gateway::new(
+        settings.clone(),
+        node_id.clone(),
+        auth,
+        agents,
+        throttle,
+        rooms,
+        users,
+        chat,
+        metrics,
+    ));
+
+    let app_gw = gw.clone();
+    let drain = Duration::from_secs(settings.shutdown.drain_secs);
+    let server = HttpServer::new(move || {
+        let gw = app_gw.clone();
+        App::new()
+            .app_data(app_gw.clone())
+            .wrap_fn(move |req, srv| {
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                let span = tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path());
+                let started = Instant::now();
+                let gw = gw.clone();
+                srv.call(req)
+                    .map(move |res| {
+                        if let Ok(res) = &res {
+                            let status = res.status().as_u16();
+                            let class = format!("{}xx", status / 100);
+                            gw.metrics.http_requests.get_or_create(&vec![("status", class)]).inc();
+                            tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+                        }
+                        res
+                    })
+                    .instrument(span)
+            })
+            .configure(crate::http::routes)
+    })
+    .workers(workers)
+    .max_connection_rate(2048)
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(drain.as_secs() + 5);
+    let server = server
+        .bind(&settings.server.bind)
+        .map_err(|source| ServeError::Bind { addr: settings.server.bind.clone(), source })?
+        .run();
+    info!(node = %node_id, bind = %settings.server.bind, workers, broker = ?settings.broker.kind, "chat gateway listening");
+
+    let handle = server.handle();
+    let shutdown_gw = gw.clone();
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown: draining");
+        shutdown_gw.lifecycle.start_draining();
+        drain_connections(&shutdown_gw, drain).await;
+        handle.stop(true).await;
+    });
+    server.await?;
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Close every connection with 1012, spread evenly over `drain`.
+async fn drain_connections(gw: &Gateway, drain: Duration) {
+    let conns = gw.connections.snapshot();
+    if conns.is_empty() {
+        return;
+    }
+    let step = drain / conns.len() as u32;
+    info!(connections = conns.len(), drain_secs = drain.as_secs(), "closing connections");
+    for conn in conns {
+        conn.close(CloseReason::ServiceRestart);
+        if !step.is_zero() {
+            tokio::time::sleep(step).await;
+        }
+    }
+    // Give the last ones a moment to flush their close frames.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
