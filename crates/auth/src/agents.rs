@@ -77,18 +77,14 @@ impl AgentStore for MemoryAgentStore {
         if t.by_username.contains_key(&record.username) || t.by_id.contains_key(&record.id) {
             return Err(AgentStoreError::AlreadyExists);
         }
-        t.by_username
-            .insert(record.username.clone(), record.id.clone());
+        t.by_username.insert(record.username.clone(), record.id.clone());
         t.by_id.insert(record.id.clone(), record);
         Ok(())
     }
 
     async fn by_username(&self, username: &str) -> Result<Option<AgentRecord>, StoreError> {
         let t = self.inner.lock();
-        Ok(t.by_username
-            .get(username)
-            .and_then(|id| t.by_id.get(id))
-            .cloned())
+        Ok(t.by_username.get(username).and_then(|id| t.by_id.get(id)).cloned())
     }
 
     async fn by_id(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
@@ -112,20 +108,14 @@ fn argon2() -> Result<Argon2<'static>, PasswordError> {
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     let salt: [u8; 16] = rand::random();
     let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError(e.to_string()))?;
-    let hash = argon2()?
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| PasswordError(e.to_string()))?;
+    let hash = argon2()?.hash_password(password.as_bytes(), &salt).map_err(|e| PasswordError(e.to_string()))?;
     Ok(hash.to_string())
 }
 
 /// Whether `password` matches the PHC string, in constant time; `false` for anything
 /// that is not a valid PHC string. The parameters come from the string itself.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok()
-    })
+    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
 /// A PHC hash of a random password, to verify against when the username is unknown,
@@ -149,21 +139,12 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(verify_password("correct horse", &phc));
         assert!(!verify_password("wrong horse", &phc));
-        assert_ne!(
-            phc,
-            hash_password("correct horse").expect("hashes"),
-            "salted"
-        );
+        assert_ne!(phc, hash_password("correct horse").expect("hashes"), "salted");
     }
 
     #[test]
     fn garbage_hashes_never_verify() {
-        for phc in [
-            "",
-            "plain",
-            "$argon2id$v=19$m=19456,t=2,p=1$bad",
-            "$2b$12$abcdefghijklmnopqrstuv",
-        ] {
+        for phc in ["", "plain", "$argon2id$v=19$m=19456,t=2,p=1$bad", "$2b$12$abcdefghijklmnopqrstuv"] {
             assert!(!verify_password("x", phc), "{phc}");
         }
         assert!(!verify_password("", dummy_hash()));
@@ -184,30 +165,10 @@ mod tests {
     async fn agent_store() {
         let store = MemoryAgentStore::default();
         store.create(record("a1", "ada")).await.expect("creates");
-        assert!(matches!(
-            store.create(record("a2", "ada")).await,
-            Err(AgentStoreError::AlreadyExists)
-        ));
-        assert!(matches!(
-            store.create(record("a1", "bob")).await,
-            Err(AgentStoreError::AlreadyExists)
-        ));
-        assert_eq!(
-            store
-                .by_username("ada")
-                .await
-                .expect("answers")
-                .map(|r| r.id),
-            Some("a1".into())
-        );
-        assert_eq!(
-            store
-                .by_id("a1")
-                .await
-                .expect("answers")
-                .map(|r| r.username),
-            Some("ada".into())
-        );
+        assert!(matches!(store.create(record("a2", "ada")).await, Err(AgentStoreError::AlreadyExists)));
+        assert!(matches!(store.create(record("a1", "bob")).await, Err(AgentStoreError::AlreadyExists)));
+        assert_eq!(store.by_username("ada").await.expect("answers").map(|r| r.id), Some("a1".into()));
+        assert_eq!(store.by_id("a1").await.expect("answers").map(|r| r.username), Some("ada".into()));
         assert!(store.by_username("bob").await.expect("answers").is_none());
         assert!(!format!("{:?}", record("a1", "ada")).contains("secret-hash"));
     }

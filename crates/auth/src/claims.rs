@@ -99,9 +99,7 @@ pub fn pattern_matches(pattern: &str, room: &str) -> bool {
         return true;
     }
     match pattern.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('.') => {
-            room.len() > prefix.len() && room.starts_with(prefix)
-        }
+        Some(prefix) if prefix.ends_with('.') => room.len() > prefix.len() && room.starts_with(prefix),
         _ => pattern == room,
     }
 }
@@ -141,10 +139,7 @@ mod tests {
         assert!(!pattern_matches("news.*", "old.news.x"));
         assert!(pattern_matches("alerts", "alerts"));
         assert!(!pattern_matches("alerts", "alerts2"));
-        assert!(
-            !pattern_matches("a*", "ab"),
-            "only `.*` suffixes and `*` alone are wildcards"
-        );
+        assert!(!pattern_matches("a*", "ab"), "only `.*` suffixes and `*` alone are wildcards");
     }
 
     #[test]
@@ -180,8 +175,7 @@ mod tests {
         assert!(json.get("rooms").is_none() && json.get("jti").is_none());
 
         c.aud = Audience::Many(vec!["x".into(), "chat".into()]);
-        let back: Claims = serde_json::from_value(serde_json::to_value(&c).expect("serializes"))
-            .expect("deserializes");
+        let back: Claims = serde_json::from_value(serde_json::to_value(&c).expect("serializes")).expect("deserializes");
         assert!(back.aud.contains("chat") && !back.aud.contains("y"));
     }
 }

@@ -64,8 +64,6 @@ mod tests {
         let invalid = TokenError::invalid("bad signature");
         assert_eq!(invalid.code(), ErrorCode::TokenInvalid);
         assert!(invalid.message().contains("bad signature"));
-        assert!(TokenError::Malformed
-            .message()
-            .contains("`header.payload.signature`"));
+        assert!(TokenError::Malformed.message().contains("`header.payload.signature`"));
     }
 }

@@ -122,10 +122,7 @@ impl IssuedToken {
 
 impl fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedToken")
-            .field("token", &"<redacted>")
-            .field("claims", &self.claims)
-            .finish()
+        f.debug_struct("IssuedToken").field("token", &"<redacted>").field("claims", &self.claims).finish()
     }
 }
 
@@ -141,14 +138,12 @@ impl Keyring {
         let mut verifying = BTreeMap::new();
         for (kid, secret) in &cfg.keys {
             // `from_secret` refuses exactly the empty secret.
-            let key = DecodingKey::from_secret(secret.as_bytes())
-                .map_err(|_| KeyringError::EmptySecret(kid.clone()))?;
+            let key =
+                DecodingKey::from_secret(secret.as_bytes()).map_err(|_| KeyringError::EmptySecret(kid.clone()))?;
             verifying.insert(kid.clone(), key);
         }
-        let secret = cfg
-            .keys
-            .get(&cfg.signing_kid)
-            .ok_or_else(|| KeyringError::SigningKidUnknown(cfg.signing_kid.clone()))?;
+        let secret =
+            cfg.keys.get(&cfg.signing_kid).ok_or_else(|| KeyringError::SigningKidUnknown(cfg.signing_kid.clone()))?;
         let signing = EncodingKey::from_secret(secret.as_bytes())
             .map_err(|_| KeyringError::EmptySecret(cfg.signing_kid.clone()))?;
         Ok(Keyring {
@@ -196,13 +191,8 @@ impl Keyring {
         else {
             return Err(TokenError::Malformed);
         };
-        let decode = |part: &str| {
-            URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| TokenError::Malformed)
-        };
-        let header: Map<String, Value> =
-            serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed);
+        let header: Map<String, Value> = serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
         let payload = decode(payload)?;
         decode(signature)?;
 
@@ -225,19 +215,13 @@ impl Keyring {
             .get("kid")
             .and_then(Value::as_str)
             .ok_or_else(|| TokenError::invalid("the header names no key id (`kid`)"))?;
-        let key = self
-            .verifying
-            .get(kid)
-            .ok_or_else(|| TokenError::Invalid(format!("unknown key id `{}`", shown(kid))))?;
+        let key =
+            self.verifying.get(kid).ok_or_else(|| TokenError::Invalid(format!("unknown key id `{}`", shown(kid))))?;
         // The signed message is everything before the last dot (the signature decoded
         // as base64url, so it is ASCII and the index is a char boundary).
         let message = &token[..token.len() - signature.len() - 1];
-        if !jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::HS256)
-            .unwrap_or(false)
-        {
-            return Err(TokenError::Invalid(format!(
-                "bad signature (not signed with key `{kid}`)"
-            )));
+        if !jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::HS256).unwrap_or(false) {
+            return Err(TokenError::Invalid(format!("bad signature (not signed with key `{kid}`)")));
         }
 
         let claims = parse_claims(&payload)?;
@@ -249,18 +233,12 @@ impl Keyring {
             )));
         }
         if !claims.aud.contains(&self.audience) {
-            return Err(TokenError::Invalid(format!(
-                "wrong audience (expected `{}`)",
-                self.audience
-            )));
+            return Err(TokenError::Invalid(format!("wrong audience (expected `{}`)", self.audience)));
         }
         let leeway = i64::try_from(self.leeway_secs).unwrap_or(i64::MAX);
         if let Some(nbf) = claims.nbf {
             if nbf > now.saturating_add(leeway) {
-                return Err(TokenError::Invalid(format!(
-                    "not valid before {}",
-                    protocol::time::from_unix_secs(nbf)
-                )));
+                return Err(TokenError::Invalid(format!("not valid before {}", protocol::time::from_unix_secs(nbf))));
             }
         }
         if claims.exp.saturating_add(leeway) < now {
@@ -307,29 +285,21 @@ impl Keyring {
 fn parse_claims(payload: &[u8]) -> Result<Claims, TokenError> {
     let map: Map<String, Value> = serde_json::from_slice(payload)
         .map_err(|_| TokenError::invalid("the payload is not a JSON object of claims"))?;
-    if let Some(missing) = REQUIRED_CLAIMS
-        .iter()
-        .find(|c| map.get(**c).is_none_or(Value::is_null))
-    {
+    if let Some(missing) = REQUIRED_CLAIMS.iter().find(|c| map.get(**c).is_none_or(Value::is_null)) {
         return Err(TokenError::Invalid(format!("missing claim `{missing}`")));
     }
     for name in ["sub", "role", "iss"] {
         if !map[name].is_string() {
-            return Err(TokenError::Invalid(format!(
-                "claim `{name}` must be a string"
-            )));
+            return Err(TokenError::Invalid(format!("claim `{name}` must be a string")));
         }
     }
     for name in ["exp", "nbf", "iat"] {
         if map.get(name).is_some_and(|v| !v.is_null() && !v.is_i64()) {
-            return Err(TokenError::Invalid(format!(
-                "claim `{name}` must be a whole number of seconds"
-            )));
+            return Err(TokenError::Invalid(format!("claim `{name}` must be a whole number of seconds")));
         }
     }
     if let Some(role) = map["role"].as_str() {
-        role.parse::<Role>()
-            .map_err(|_| TokenError::Invalid(format!("unknown role `{}`", shown(role))))?;
+        role.parse::<Role>().map_err(|_| TokenError::Invalid(format!("unknown role `{}`", shown(role))))?;
     }
     let claims: Claims = serde_json::from_value(Value::Object(map))
         .map_err(|e| TokenError::Invalid(format!("a claim has the wrong type: {e}")))?;
@@ -342,24 +312,12 @@ fn parse_claims(payload: &[u8]) -> Result<Claims, TokenError> {
 /// A value from the token, safe to quote in a message (and an HTTP header): at most
 /// 64 characters, printable ASCII only.
 fn shown(value: &str) -> String {
-    value
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    value.chars().take(64).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
 }
 
 /// Seconds since the Unix epoch; 0 if the clock is before it.
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -439,10 +397,7 @@ pub(crate) mod tests {
         assert_eq!(c.jti.as_ref().map(String::len), Some(32));
         assert!(!format!("{issued:?}").contains(&issued.token));
         let header = jsonwebtoken::decode_header(&issued.token).expect("header");
-        assert_eq!(
-            (header.alg, header.kid.as_deref()),
-            (Algorithm::HS256, Some("k1"))
-        );
+        assert_eq!((header.alg, header.kid.as_deref()), (Algorithm::HS256, Some("k1")));
     }
 
     #[test]
@@ -471,12 +426,7 @@ pub(crate) mod tests {
     #[test]
     fn key_id_missing_or_unknown() {
         let now = unix_now();
-        let no_kid = forge(
-            json!({"alg": "HS256"}),
-            payload(now),
-            Algorithm::HS256,
-            "secret-one",
-        );
+        let no_kid = forge(json!({"alg": "HS256"}), payload(now), Algorithm::HS256, "secret-one");
         invalid_because(keyring().verify(&no_kid), "no key id");
         let unknown = forge(header("k9"), payload(now), Algorithm::HS256, "secret-one");
         invalid_because(keyring().verify(&unknown), "unknown key id `k9`");
@@ -485,20 +435,13 @@ pub(crate) mod tests {
     #[test]
     fn wrong_signature() {
         let now = unix_now();
-        let token = forge(
-            header("k1"),
-            payload(now),
-            Algorithm::HS256,
-            "not-the-secret",
-        );
+        let token = forge(header("k1"), payload(now), Algorithm::HS256, "not-the-secret");
         invalid_because(keyring().verify(&token), "bad signature");
         // Tampered payload, original signature.
         let good = good(payload(now));
         let mut parts: Vec<&str> = good.split('.').collect();
-        let other = URL_SAFE_NO_PAD.encode(
-            json!({"sub": "admin", "role": "service", "exp": now + 600, "iss": ISS, "aud": AUD})
-                .to_string(),
-        );
+        let other = URL_SAFE_NO_PAD
+            .encode(json!({"sub": "admin", "role": "service", "exp": now + 600, "iss": ISS, "aud": AUD}).to_string());
         parts[1] = &other;
         invalid_because(keyring().verify(&parts.join(".")), "bad signature");
     }
@@ -506,26 +449,12 @@ pub(crate) mod tests {
     #[test]
     fn wrong_algorithm() {
         let now = unix_now();
-        let hs384 = forge(
-            json!({"alg": "HS384", "kid": "k1"}),
-            payload(now),
-            Algorithm::HS384,
-            "secret-one",
-        );
+        let hs384 = forge(json!({"alg": "HS384", "kid": "k1"}), payload(now), Algorithm::HS384, "secret-one");
         invalid_because(keyring().verify(&hs384), "unsupported algorithm `HS384`");
         let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
-        let none = format!(
-            "{}.{}.",
-            part(json!({"alg": "none", "kid": "k1"})),
-            part(payload(now))
-        );
+        let none = format!("{}.{}.", part(json!({"alg": "none", "kid": "k1"})), part(payload(now)));
         invalid_because(keyring().verify(&none), "unsupported algorithm `none`");
-        let no_alg = forge(
-            json!({"kid": "k1"}),
-            payload(now),
-            Algorithm::HS256,
-            "secret-one",
-        );
+        let no_alg = forge(json!({"kid": "k1"}), payload(now), Algorithm::HS256, "secret-one");
         invalid_because(keyring().verify(&no_alg), "no algorithm");
     }
 
@@ -568,10 +497,7 @@ pub(crate) mod tests {
         for claim in REQUIRED_CLAIMS {
             let mut p = payload(now);
             p.as_object_mut().expect("object").remove(claim);
-            invalid_because(
-                keyring().verify(&good(p)),
-                &format!("missing claim `{claim}`"),
-            );
+            invalid_because(keyring().verify(&good(p)), &format!("missing claim `{claim}`"));
         }
         // A token without `exp` is Invalid even when it would be expired in every sense.
         let mut p = payload(now);
@@ -587,10 +513,7 @@ pub(crate) mod tests {
         invalid_because(keyring().verify(&good(p)), "unknown role `admin`");
         let mut p = payload(now);
         p["exp"] = json!("tomorrow");
-        invalid_because(
-            keyring().verify(&good(p)),
-            "claim `exp` must be a whole number",
-        );
+        invalid_because(keyring().verify(&good(p)), "claim `exp` must be a whole number");
         let mut p = payload(now);
         p["sub"] = json!("");
         invalid_because(keyring().verify(&good(p)), "claim `sub` is empty");
@@ -611,10 +534,7 @@ pub(crate) mod tests {
         p["exp"] = json!(now - 20);
         let within = good(p.clone());
         assert!(keyring().verify(&within).is_ok(), "within the 30 s leeway");
-        assert_eq!(
-            keyring_with("k1", 0).verify(&within),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(keyring_with("k1", 0).verify(&within), Err(TokenError::Expired));
         // The boundary: exp + leeway == now is still valid, one second later is not.
         let ring = keyring_with("k1", 0);
         p["exp"] = json!(now);
@@ -639,14 +559,8 @@ pub(crate) mod tests {
         let now = unix_now();
         let old = keyring_with("k1", 30);
         let new = keyring_with("k2", 30);
-        let by_k1 = old
-            .issue(TokenSpec::new("u", Role::Device))
-            .expect("signs")
-            .token;
-        let by_k2 = new
-            .issue(TokenSpec::new("u", Role::Device))
-            .expect("signs")
-            .token;
+        let by_k1 = old.issue(TokenSpec::new("u", Role::Device)).expect("signs").token;
+        let by_k2 = new.issue(TokenSpec::new("u", Role::Device)).expect("signs").token;
         for ring in [&old, &new] {
             assert!(ring.verify(&by_k1).is_ok() && ring.verify(&by_k2).is_ok());
         }
@@ -662,45 +576,27 @@ pub(crate) mod tests {
         let now = unix_now();
         let mut p = payload(now);
         p["exp"] = json!(now - 3600);
-        for token in [
-            good(p),
-            "lk_demo_iW4eC9".into(),
-            forge(header("k1"), payload(now), Algorithm::HS256, "x"),
-        ] {
+        for token in [good(p), "lk_demo_iW4eC9".into(), forge(header("k1"), payload(now), Algorithm::HS256, "x")] {
             let err = keyring().verify(&token).expect_err("refused");
             assert!(!err.message().contains(&token));
         }
         let long_kid = "x\n".repeat(100);
-        let err = keyring()
-            .verify(&forge(
-                header(&long_kid),
-                payload(now),
-                Algorithm::HS256,
-                "x",
-            ))
-            .expect_err("refused");
+        let err =
+            keyring().verify(&forge(header(&long_kid), payload(now), Algorithm::HS256, "x")).expect_err("refused");
         assert!(!err.message().contains('\n') && err.message().len() < 200);
     }
 
     #[test]
     fn config_errors_and_debug_hide_secrets() {
         let cfg = |keys: &[(&str, &str)], signing: &str| KeyringConfig {
-            keys: keys
-                .iter()
-                .map(|(k, s)| (k.to_string(), s.to_string()))
-                .collect(),
+            keys: keys.iter().map(|(k, s)| (k.to_string(), s.to_string())).collect(),
             signing_kid: signing.into(),
             issuer: ISS.into(),
             audience: AUD.into(),
             leeway_secs: 0,
         };
-        assert!(matches!(
-            Keyring::new(cfg(&[], "k1")),
-            Err(KeyringError::NoKeys)
-        ));
-        assert!(
-            matches!(Keyring::new(cfg(&[("k1", "")], "k1")), Err(KeyringError::EmptySecret(k)) if k == "k1")
-        );
+        assert!(matches!(Keyring::new(cfg(&[], "k1")), Err(KeyringError::NoKeys)));
+        assert!(matches!(Keyring::new(cfg(&[("k1", "")], "k1")), Err(KeyringError::EmptySecret(k)) if k == "k1"));
         assert!(
             matches!(Keyring::new(cfg(&[("k1", "s")], "k2")), Err(KeyringError::SigningKidUnknown(k)) if k == "k2")
         );

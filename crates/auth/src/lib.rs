@@ -30,8 +30,8 @@ pub mod store;
 pub mod tokens;
 
 pub use agents::{
-    dummy_hash, hash_password, verify_password, AgentRecord, AgentStore, AgentStoreError,
-    MemoryAgentStore, PasswordError,
+    dummy_hash, hash_password, verify_password, AgentRecord, AgentStore, AgentStoreError, MemoryAgentStore,
+    PasswordError,
 };
 pub use claims::{pattern_matches, Audience, Claims};
 pub use error::TokenError;
@@ -39,7 +39,4 @@ pub use keys::{IssuedToken, Keyring, KeyringConfig, KeyringError, TokenSpec};
 pub use lockout::{LoginThrottle, MemoryLoginThrottle};
 pub use roles::{Role, UnknownRole};
 pub use store::{Family, MemoryTokenStore, RefreshState, RotateOutcome, StoreError, TokenStore};
-pub use tokens::{
-    hash_refresh_token, AuthError, Authenticator, FamilySpec, TokenPair, REFRESH_PREFIX,
-    REFRESH_TTL,
-};
+pub use tokens::{hash_refresh_token, AuthError, Authenticator, FamilySpec, TokenPair, REFRESH_PREFIX, REFRESH_TTL};

@@ -64,17 +64,12 @@ impl LoginThrottle for MemoryLoginThrottle {
     async fn record_failure(&self, username: &str) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut t = self.inner.lock();
-        if t.last_prune
-            .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY)
-        {
+        if t.last_prune.is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY) {
             t.last_prune = Some(now);
-            t.by_username
-                .retain(|_, failures| failures.back().is_some_and(|at| self.recent(*at, now)));
+            t.by_username.retain(|_, failures| failures.back().is_some_and(|at| self.recent(*at, now)));
         }
         let failures = t.by_username.entry(username.to_owned()).or_default();
-        while failures.front().is_some_and(|at| !self.recent(*at, now))
-            || failures.len() >= self.max_failures
-        {
+        while failures.front().is_some_and(|at| !self.recent(*at, now)) || failures.len() >= self.max_failures {
             failures.pop_front();
         }
         failures.push_back(now);
@@ -100,16 +95,10 @@ mod tests {
         assert!(!throttle.is_locked("ada").await.expect("answers"));
         throttle.record_failure("ada").await.expect("records");
         assert!(throttle.is_locked("ada").await.expect("answers"));
-        assert!(
-            !throttle.is_locked("bob").await.expect("answers"),
-            "other usernames unaffected"
-        );
+        assert!(!throttle.is_locked("bob").await.expect("answers"), "other usernames unaffected");
 
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(
-            !throttle.is_locked("ada").await.expect("answers"),
-            "window passed"
-        );
+        assert!(!throttle.is_locked("ada").await.expect("answers"), "window passed");
     }
 
     #[tokio::test]

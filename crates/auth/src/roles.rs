@@ -58,10 +58,7 @@ impl std::str::FromStr for Role {
     type Err = UnknownRole;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|role| role.as_str() == s)
-            .ok_or_else(|| UnknownRole(s.to_owned()))
+        Role::ALL.into_iter().find(|role| role.as_str() == s).ok_or_else(|| UnknownRole(s.to_owned()))
     }
 }
 
@@ -73,10 +70,7 @@ mod tests {
     fn names_round_trip_and_ttls_follow_the_contract() {
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
-            assert_eq!(
-                serde_json::to_string(&role).expect("serializes"),
-                format!("\"{role}\"")
-            );
+            assert_eq!(serde_json::to_string(&role).expect("serializes"), format!("\"{role}\""));
         }
         assert!("admin".parse::<Role>().is_err());
         assert_eq!(Role::Customer.default_ttl(), Duration::from_secs(86_400));

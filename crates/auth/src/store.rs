@@ -65,30 +65,17 @@ pub enum RefreshState {
 pub trait TokenStore: Send + Sync + 'static {
     /// Stores a refresh token (only its SHA-256 hash) for a family, and the family
     /// record; both live for `ttl`.
-    async fn put_refresh(
-        &self,
-        family: &Family,
-        token_hash: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+    async fn put_refresh(&self, family: &Family, token_hash: &str, ttl: Duration) -> Result<(), StoreError>;
 
     /// Atomically spends `token_hash`: `Rotated` (and `new_hash` stored for the family
     /// for `ttl`) if live; `Reused` if already spent (the family is revoked for `ttl`),
     /// also when the family was already revoked; `Revoked` if unspent in a revoked
     /// family; `Unknown` if never seen, expired, or its family record is gone.
-    async fn rotate(
-        &self,
-        token_hash: &str,
-        new_hash: &str,
-        ttl: Duration,
-    ) -> Result<RotateOutcome, StoreError>;
+    async fn rotate(&self, token_hash: &str, new_hash: &str, ttl: Duration) -> Result<RotateOutcome, StoreError>;
 
     /// The family of `token_hash` and where the token stands, changing nothing;
     /// `None` where `rotate` would answer `Unknown`.
-    async fn family_of(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<(Family, RefreshState)>, StoreError>;
+    async fn family_of(&self, token_hash: &str) -> Result<Option<(Family, RefreshState)>, StoreError>;
 
     /// Revokes the family for `ttl` (extending, never shortening, an earlier revocation).
     async fn revoke_family(&self, family_id: &str, ttl: Duration) -> Result<(), StoreError>;
@@ -141,10 +128,7 @@ struct Expiring<T> {
 
 impl Tables {
     fn prune_if_due(&mut self, now: Instant) {
-        if self
-            .last_prune
-            .is_some_and(|at| now.duration_since(at) < PRUNE_EVERY)
-        {
+        if self.last_prune.is_some_and(|at| now.duration_since(at) < PRUNE_EVERY) {
             return;
         }
         self.last_prune = Some(now);
@@ -157,17 +141,12 @@ impl Tables {
     /// The live family and token entry of `hash`, if neither expired.
     fn lookup(&self, hash: &str, now: Instant) -> Option<(&RefreshEntry, &Family)> {
         let entry = self.refresh.get(hash).filter(|e| e.until > now)?;
-        let family = self
-            .families
-            .get(&entry.family_id)
-            .filter(|f| f.until > now)?;
+        let family = self.families.get(&entry.family_id).filter(|f| f.until > now)?;
         Some((entry, &family.value))
     }
 
     fn family_revoked(&self, id: &str, now: Instant) -> bool {
-        self.revoked_families
-            .get(id)
-            .is_some_and(|until| *until > now)
+        self.revoked_families.get(id).is_some_and(|until| *until > now)
     }
 
     fn revoke_family(&mut self, id: &str, until: Instant) {
@@ -178,40 +157,17 @@ impl Tables {
 
 #[async_trait::async_trait]
 impl TokenStore for MemoryTokenStore {
-    async fn put_refresh(
-        &self,
-        family: &Family,
-        token_hash: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put_refresh(&self, family: &Family, token_hash: &str, ttl: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
         let until = now + ttl;
         let mut t = self.inner.lock();
         t.prune_if_due(now);
-        t.refresh.insert(
-            token_hash.to_owned(),
-            RefreshEntry {
-                family_id: family.id.clone(),
-                spent: false,
-                until,
-            },
-        );
-        t.families.insert(
-            family.id.clone(),
-            Expiring {
-                value: family.clone(),
-                until,
-            },
-        );
+        t.refresh.insert(token_hash.to_owned(), RefreshEntry { family_id: family.id.clone(), spent: false, until });
+        t.families.insert(family.id.clone(), Expiring { value: family.clone(), until });
         Ok(())
     }
 
-    async fn rotate(
-        &self,
-        token_hash: &str,
-        new_hash: &str,
-        ttl: Duration,
-    ) -> Result<RotateOutcome, StoreError> {
+    async fn rotate(&self, token_hash: &str, new_hash: &str, ttl: Duration) -> Result<RotateOutcome, StoreError> {
         let now = Instant::now();
         let until = now + ttl;
         let mut t = self.inner.lock();
@@ -232,24 +188,14 @@ impl TokenStore for MemoryTokenStore {
         if let Some(entry) = t.refresh.get_mut(token_hash) {
             entry.spent = true;
         }
-        t.refresh.insert(
-            new_hash.to_owned(),
-            RefreshEntry {
-                family_id: family.id.clone(),
-                spent: false,
-                until,
-            },
-        );
+        t.refresh.insert(new_hash.to_owned(), RefreshEntry { family_id: family.id.clone(), spent: false, until });
         if let Some(record) = t.families.get_mut(&family.id) {
             record.until = record.until.max(until);
         }
         Ok(RotateOutcome::Rotated(family))
     }
 
-    async fn family_of(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<(Family, RefreshState)>, StoreError> {
+    async fn family_of(&self, token_hash: &str) -> Result<Option<(Family, RefreshState)>, StoreError> {
         let now = Instant::now();
         let t = self.inner.lock();
         Ok(t.lookup(token_hash, now).map(|(entry, family)| {
@@ -287,12 +233,7 @@ impl TokenStore for MemoryTokenStore {
 
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         let now = Instant::now();
-        Ok(self
-            .inner
-            .lock()
-            .revoked_jtis
-            .get(jti)
-            .is_some_and(|until| *until > now))
+        Ok(self.inner.lock().revoked_jtis.get(jti).is_some_and(|until| *until > now))
     }
 }
 
@@ -318,68 +259,31 @@ mod tests {
     #[tokio::test]
     async fn rotation_chain_and_reuse() {
         let store = MemoryTokenStore::default();
-        store
-            .put_refresh(&family("f"), "h1", TTL)
-            .await
-            .expect("stores");
-        assert_eq!(
-            store.family_of("h1").await.expect("answers"),
-            Some((family("f"), RefreshState::Live))
-        );
-        assert_eq!(
-            store.rotate("h1", "h2", TTL).await.expect("answers"),
-            RotateOutcome::Rotated(family("f"))
-        );
-        assert_eq!(
-            store.family_of("h1").await.expect("answers").map(|f| f.1),
-            Some(RefreshState::Spent)
-        );
+        store.put_refresh(&family("f"), "h1", TTL).await.expect("stores");
+        assert_eq!(store.family_of("h1").await.expect("answers"), Some((family("f"), RefreshState::Live)));
+        assert_eq!(store.rotate("h1", "h2", TTL).await.expect("answers"), RotateOutcome::Rotated(family("f")));
+        assert_eq!(store.family_of("h1").await.expect("answers").map(|f| f.1), Some(RefreshState::Spent));
         assert!(!store.is_family_revoked("f").await.expect("answers"));
 
-        assert_eq!(
-            store.rotate("h1", "h3", TTL).await.expect("answers"),
-            RotateOutcome::Reused(family("f"))
-        );
+        assert_eq!(store.rotate("h1", "h3", TTL).await.expect("answers"), RotateOutcome::Reused(family("f")));
         assert!(store.is_family_revoked("f").await.expect("answers"));
-        assert_eq!(
-            store.rotate("h3", "h4", TTL).await.expect("answers"),
-            RotateOutcome::Unknown,
-            "h3 never stored"
-        );
-        assert_eq!(
-            store.family_of("h2").await.expect("answers").map(|f| f.1),
-            Some(RefreshState::Revoked)
-        );
-        assert_eq!(
-            store.rotate("h2", "h5", TTL).await.expect("answers"),
-            RotateOutcome::Revoked(family("f"))
-        );
-        assert_eq!(
-            store.rotate("h1", "h6", TTL).await.expect("answers"),
-            RotateOutcome::Reused(family("f"))
-        );
-        assert_eq!(
-            store.rotate("nope", "h7", TTL).await.expect("answers"),
-            RotateOutcome::Unknown
-        );
+        assert_eq!(store.rotate("h3", "h4", TTL).await.expect("answers"), RotateOutcome::Unknown, "h3 never stored");
+        assert_eq!(store.family_of("h2").await.expect("answers").map(|f| f.1), Some(RefreshState::Revoked));
+        assert_eq!(store.rotate("h2", "h5", TTL).await.expect("answers"), RotateOutcome::Revoked(family("f")));
+        assert_eq!(store.rotate("h1", "h6", TTL).await.expect("answers"), RotateOutcome::Reused(family("f")));
+        assert_eq!(store.rotate("nope", "h7", TTL).await.expect("answers"), RotateOutcome::Unknown);
     }
 
     #[tokio::test]
     async fn entries_expire() {
         let store = MemoryTokenStore::default();
         let short = Duration::from_millis(30);
-        store
-            .put_refresh(&family("f"), "h1", short)
-            .await
-            .expect("stores");
+        store.put_refresh(&family("f"), "h1", short).await.expect("stores");
         store.revoke_jti("j", short).await.expect("stores");
         store.revoke_family("g", short).await.expect("stores");
         assert!(store.is_jti_revoked("j").await.expect("answers"));
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(
-            store.rotate("h1", "h2", TTL).await.expect("answers"),
-            RotateOutcome::Unknown
-        );
+        assert_eq!(store.rotate("h1", "h2", TTL).await.expect("answers"), RotateOutcome::Unknown);
         assert!(!store.is_jti_revoked("j").await.expect("answers"));
         assert!(!store.is_family_revoked("g").await.expect("answers"));
 

@@ -10,10 +10,7 @@ use protocol::ErrorCode;
 use sha2::{Digest, Sha256};
 
 use crate::keys::unix_now;
-use crate::{
-    Claims, Family, IssuedToken, Keyring, Role, RotateOutcome, StoreError, TokenError, TokenSpec,
-    TokenStore,
-};
+use crate::{Claims, Family, IssuedToken, Keyring, Role, RotateOutcome, StoreError, TokenError, TokenSpec, TokenStore};
 
 /// Lifetime of a refresh token, and so of a family that keeps refreshing.
 pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -73,15 +70,7 @@ pub struct FamilySpec {
 impl FamilySpec {
     /// A family for `sub` with `role` and nothing else; set the other fields directly.
     pub fn new(sub: impl Into<String>, role: Role) -> Self {
-        FamilySpec {
-            sub: sub.into(),
-            role,
-            name: None,
-            channel: None,
-            sid: None,
-            rooms: None,
-            publish: None,
-        }
+        FamilySpec { sub: sub.into(), role, name: None, channel: None, sid: None, rooms: None, publish: None }
     }
 }
 
@@ -123,11 +112,7 @@ impl fmt::Debug for Authenticator {
 
 impl Authenticator {
     pub fn new(keyring: Keyring, store: Arc<dyn TokenStore>) -> Self {
-        Authenticator {
-            keyring,
-            store,
-            refresh_ttl: REFRESH_TTL,
-        }
+        Authenticator { keyring, store, refresh_ttl: REFRESH_TTL }
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -149,18 +134,8 @@ impl Authenticator {
         };
         let access = self.issue_for(&family)?;
         let refresh_token = new_refresh_token();
-        self.store
-            .put_refresh(
-                &family,
-                &hash_refresh_token(&refresh_token),
-                self.refresh_ttl,
-            )
-            .await?;
-        Ok(TokenPair {
-            access,
-            refresh_token,
-            family,
-        })
+        self.store.put_refresh(&family, &hash_refresh_token(&refresh_token), self.refresh_ttl).await?;
+        Ok(TokenPair { access, refresh_token, family })
     }
 
     /// Spends `presented` for a new pair. Unknown or expired: `InvalidRefreshToken`.
@@ -169,11 +144,7 @@ impl Authenticator {
     /// `Token(Revoked)`. Both have the code `TOKEN_REVOKED`. With `expected_sub`
     /// (the customer route), a token of another subject is `InvalidRefreshToken` and
     /// is neither spent nor revoked.
-    pub async fn refresh(
-        &self,
-        presented: &str,
-        expected_sub: Option<&str>,
-    ) -> Result<TokenPair, AuthError> {
+    pub async fn refresh(&self, presented: &str, expected_sub: Option<&str>) -> Result<TokenPair, AuthError> {
         if !presented.starts_with(REFRESH_PREFIX) {
             return Err(AuthError::InvalidRefreshToken);
         }
@@ -186,26 +157,16 @@ impl Authenticator {
             }
         }
         let refresh_token = new_refresh_token();
-        match self
-            .store
-            .rotate(&hash, &hash_refresh_token(&refresh_token), self.refresh_ttl)
-            .await?
-        {
+        match self.store.rotate(&hash, &hash_refresh_token(&refresh_token), self.refresh_ttl).await? {
             RotateOutcome::Rotated(family) => {
                 let access = self.issue_for(&family)?;
-                Ok(TokenPair {
-                    access,
-                    refresh_token,
-                    family,
-                })
+                Ok(TokenPair { access, refresh_token, family })
             }
             RotateOutcome::Unknown => Err(AuthError::InvalidRefreshToken),
             RotateOutcome::Reused(family) => {
                 // The store revoked the family for the refresh lifetime; make sure the
                 // revocation also outlives the family's access tokens.
-                self.store
-                    .revoke_family(&family.id, self.family_revocation_ttl(family.role))
-                    .await?;
+                self.store.revoke_family(&family.id, self.family_revocation_ttl(family.role)).await?;
                 Err(AuthError::FamilyRevoked(Box::new(family)))
             }
             RotateOutcome::Revoked(_) => Err(TokenError::Revoked.into()),
@@ -234,18 +195,14 @@ impl Authenticator {
     /// and this is a no-op. A revocation lasts as long as any token it covers may live.
     pub async fn revoke(&self, claims: &Claims) -> Result<(), AuthError> {
         if let Some(fam) = &claims.fam {
-            self.store
-                .revoke_family(fam, self.family_revocation_ttl(claims.role))
-                .await?;
+            self.store.revoke_family(fam, self.family_revocation_ttl(claims.role)).await?;
         } else if let Some(jti) = &claims.jti {
             let lives_for = claims
                 .exp
                 .saturating_add(i64::try_from(self.keyring.leeway_secs()).unwrap_or(i64::MAX))
                 .saturating_sub(unix_now());
             let secs = u64::try_from(lives_for).unwrap_or(0).max(1);
-            self.store
-                .revoke_jti(jti, Duration::from_secs(secs))
-                .await?;
+            self.store.revoke_jti(jti, Duration::from_secs(secs)).await?;
         }
         Ok(())
     }
@@ -299,11 +256,7 @@ mod tests {
     }
 
     fn customer(id: &str) -> FamilySpec {
-        FamilySpec {
-            channel: Some("web".into()),
-            sid: Some("s1".into()),
-            ..FamilySpec::new(id, Role::Customer)
-        }
+        FamilySpec { channel: Some("web".into()), sid: Some("s1".into()), ..FamilySpec::new(id, Role::Customer) }
     }
 
     fn is_revoked<T: fmt::Debug>(result: Result<T, AuthError>) -> bool {
@@ -318,17 +271,11 @@ mod tests {
     async fn open_family_issues_a_family_token_and_a_refresh_token() {
         let auth = service();
         let pair = auth.open_family(customer("c1")).await.expect("opens");
-        assert_eq!(
-            pair.access.claims.fam.as_deref(),
-            Some(pair.family.id.as_str())
-        );
+        assert_eq!(pair.access.claims.fam.as_deref(), Some(pair.family.id.as_str()));
         assert_eq!(pair.access.claims.channel.as_deref(), Some("web"));
         assert!(pair.refresh_token.starts_with("rt_"));
         assert_eq!(pair.refresh_token.len(), 3 + 43);
-        assert_eq!(
-            auth.verify(&pair.access.token).await.expect("valid"),
-            pair.access.claims
-        );
+        assert_eq!(auth.verify(&pair.access.token).await.expect("valid"), pair.access.claims);
         let debug = format!("{pair:?}");
         assert!(!debug.contains(&pair.refresh_token) && !debug.contains(&pair.access.token));
     }
@@ -337,17 +284,11 @@ mod tests {
     async fn refresh_rotates() {
         let auth = service();
         let first = auth.open_family(customer("c1")).await.expect("opens");
-        let second = auth
-            .refresh(&first.refresh_token, None)
-            .await
-            .expect("rotates");
+        let second = auth.refresh(&first.refresh_token, None).await.expect("rotates");
         assert_ne!(second.refresh_token, first.refresh_token);
         assert_ne!(second.access.token, first.access.token);
         assert_eq!(second.family, first.family);
-        let third = auth
-            .refresh(&second.refresh_token, Some("c1"))
-            .await
-            .expect("rotates");
+        let third = auth.refresh(&second.refresh_token, Some("c1")).await.expect("rotates");
         assert_eq!(third.access.claims.sub, "c1");
     }
 
@@ -356,21 +297,12 @@ mod tests {
         let auth = service();
         let first = auth.open_family(customer("c1")).await.expect("opens");
         let other = auth.open_family(customer("c2")).await.expect("opens");
-        let second = auth
-            .refresh(&first.refresh_token, None)
-            .await
-            .expect("rotates");
+        let second = auth.refresh(&first.refresh_token, None).await.expect("rotates");
 
         let reuse = auth.refresh(&first.refresh_token, None).await;
-        assert_eq!(
-            reuse.as_ref().map_err(AuthError::code).err(),
-            Some(ErrorCode::TokenRevoked)
-        );
+        assert_eq!(reuse.as_ref().map_err(AuthError::code).err(), Some(ErrorCode::TokenRevoked));
         assert!(is_reuse(reuse, &first.family), "re-use");
-        assert!(
-            is_revoked(auth.refresh(&second.refresh_token, None).await),
-            "newest refresh token"
-        );
+        assert!(is_revoked(auth.refresh(&second.refresh_token, None).await), "newest refresh token");
         assert!(is_revoked(auth.verify(&first.access.token).await));
         assert!(is_revoked(auth.verify(&second.access.token).await));
         let again = auth.refresh(&first.refresh_token, None).await;
@@ -394,24 +326,16 @@ mod tests {
     async fn foreign_subject_neither_spends_nor_revokes() {
         let auth = service();
         let pair = auth.open_family(customer("c1")).await.expect("opens");
-        let err = auth
-            .refresh(&pair.refresh_token, Some("c2"))
-            .await
-            .expect_err("refused");
+        let err = auth.refresh(&pair.refresh_token, Some("c2")).await.expect_err("refused");
         assert!(matches!(err, AuthError::InvalidRefreshToken));
         assert!(auth.verify(&pair.access.token).await.is_ok());
-        auth.refresh(&pair.refresh_token, Some("c1"))
-            .await
-            .expect("the owner still rotates it");
+        auth.refresh(&pair.refresh_token, Some("c1")).await.expect("the owner still rotates it");
     }
 
     #[tokio::test]
     async fn logout_revokes_the_family() {
         let auth = service();
-        let pair = auth
-            .open_family(FamilySpec::new("a1", Role::Agent))
-            .await
-            .expect("opens");
+        let pair = auth.open_family(FamilySpec::new("a1", Role::Agent)).await.expect("opens");
         let claims = auth.verify(&pair.access.token).await.expect("valid");
         auth.revoke(&claims).await.expect("revokes");
         assert!(is_revoked(auth.verify(&pair.access.token).await));
@@ -421,12 +345,8 @@ mod tests {
     #[tokio::test]
     async fn logout_of_a_familyless_token_revokes_its_jti() {
         let auth = service();
-        let a = auth
-            .issue(TokenSpec::new("d1", Role::Device))
-            .expect("signs");
-        let b = auth
-            .issue(TokenSpec::new("d1", Role::Device))
-            .expect("signs");
+        let a = auth.issue(TokenSpec::new("d1", Role::Device)).expect("signs");
+        let b = auth.issue(TokenSpec::new("d1", Role::Device)).expect("signs");
         auth.revoke(&a.claims).await.expect("revokes");
         assert!(is_revoked(auth.verify(&a.token).await));
         assert!(auth.verify(&b.token).await.is_ok());
@@ -439,19 +359,14 @@ mod tests {
     async fn store_failures_are_unavailable() {
         let err = AuthError::from(StoreError::Unavailable("redis down".into()));
         assert_eq!(err.code(), ErrorCode::Unavailable);
-        assert_eq!(
-            AuthError::from(TokenError::Expired).code(),
-            ErrorCode::TokenExpired
-        );
+        assert_eq!(AuthError::from(TokenError::Expired).code(), ErrorCode::TokenExpired);
     }
 
     #[test]
     fn refresh_tokens_are_stored_as_hex_sha256() {
         let hash = hash_refresh_token("rt_abc");
         assert_eq!(hash.len(), 64);
-        assert!(hash
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(new_refresh_token(), new_refresh_token());
     }
 }

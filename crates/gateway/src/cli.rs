@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "chat-gateway", version, about = "Real-time chat gateway: customer-support chat and server push over WebSocket")]
+#[command(
+    name = "chat-gateway",
+    version,
+    about = "Real-time chat gateway: customer-support chat and server push over WebSocket"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

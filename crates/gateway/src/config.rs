@@ -185,7 +185,12 @@ pub struct RoomSettings {
 
 impl Default for RoomSettings {
     fn default() -> Self {
-        RoomSettings { max_per_connection: 2, device_grants: vec!["*".into()], history_size: 100, history_ttl_secs: 300 }
+        RoomSettings {
+            max_per_connection: 2,
+            device_grants: vec!["*".into()],
+            history_size: 100,
+            history_ttl_secs: 300,
+        }
     }
 }
 

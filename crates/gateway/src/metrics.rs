@@ -43,7 +43,11 @@ impl Metrics {
         };
         registry.register("connections_open", "WebSocket connections open on this node", m.connections_open.clone());
         registry.register("connections", "WebSocket connections accepted", m.connections_total.clone());
-        registry.register("handshake_rejections", "WebSocket handshakes refused, by code", m.handshake_rejections.clone());
+        registry.register(
+            "handshake_rejections",
+            "WebSocket handshakes refused, by code",
+            m.handshake_rejections.clone(),
+        );
         registry.register("closes", "WebSocket connections closed by the server, by reason", m.closes.clone());
         registry.register("frames_in", "Client frames received", m.frames_in.clone());
         registry.register("frame_errors", "Client frames answered with an error, by code", m.frame_errors.clone());

@@ -44,7 +44,7 @@ pub enum Outbound {
 
 impl Outbound {
     /// Bytes this item puts on the wire.
-    pub fn len(&self) -> usize {
+    pub fn wire_len(&self) -> usize {
         match self {
             Outbound::Frame(f) | Outbound::Message { frame: f, .. } => f.len(),
             Outbound::Track { .. } => 0,
@@ -105,7 +105,11 @@ impl std::fmt::Debug for ConnHandle {
 
 impl ConnHandle {
     /// A handle and the receiving end that the connection drains.
-    pub fn new(id: ConnId, control: Recipient<Control>, limit: usize) -> (ConnHandle, mpsc::Receiver<Outbound>, Arc<Budget>) {
+    pub fn new(
+        id: ConnId,
+        control: Recipient<Control>,
+        limit: usize,
+    ) -> (ConnHandle, mpsc::Receiver<Outbound>, Arc<Budget>) {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let budget = Arc::new(Budget { pending: AtomicUsize::new(0), limit, overflowed: AtomicBool::new(false) });
         (ConnHandle { id, frames: tx, control, budget: budget.clone() }, rx, budget)
@@ -121,7 +125,7 @@ impl ConnHandle {
         if self.budget.overflowed() {
             return Sent::SlowConsumer;
         }
-        let len = item.len();
+        let len = item.wire_len();
         let before = self.budget.pending.fetch_add(len, Ordering::Relaxed);
         if before + len > self.budget.limit {
             self.budget.pending.fetch_sub(len, Ordering::Relaxed);

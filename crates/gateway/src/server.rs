@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
-use auth::{Authenticator, Keyring, KeyringConfig, MemoryAgentStore, MemoryLoginThrottle, MemoryTokenStore, Role, TokenSpec};
+use auth::{
+    Authenticator, Keyring, KeyringConfig, MemoryAgentStore, MemoryLoginThrottle, MemoryTokenStore, Role, TokenSpec,
+};
 use futures_util::FutureExt;
 use presence::MemoryPresence;
 use protocol::CloseReason;
@@ -161,7 +163,8 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
                     .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-                let span = tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path());
+                let span =
+                    tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path());
                 let started = Instant::now();
                 let gw = gw.clone();
                 srv.call(req)

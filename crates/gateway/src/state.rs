@@ -49,7 +49,8 @@ impl Gateway {
         chat: ChatService,
         metrics: Arc<Metrics>,
     ) -> Gateway {
-        let per_min = std::num::NonZeroU32::new(settings.limits.token_requests_per_min).unwrap_or(std::num::NonZeroU32::MIN);
+        let per_min =
+            std::num::NonZeroU32::new(settings.limits.token_requests_per_min).unwrap_or(std::num::NonZeroU32::MIN);
         Gateway {
             slots: Arc::new(ConnectionSlots::new(settings.limits.max_connections)),
             lifecycle: Arc::new(Lifecycle::default()),

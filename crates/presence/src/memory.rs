@@ -79,57 +79,30 @@ impl Presence for MemoryPresence {
 mod tests {
     use super::*;
 
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        futures_executor(f)
-    }
-
-    /// A minimal executor: the memory implementation never actually waits.
-    fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
-        use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
-        fn noop(_: *const ()) {}
-        fn clone(p: *const ()) -> RawWaker {
-            RawWaker::new(p, &VTABLE)
-        }
-        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
-        // A waker that does nothing is sound: the futures here complete on first poll.
-        let waker = unsafe_free_waker(&VTABLE);
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-        }
-    }
-
-    fn unsafe_free_waker(_: &'static std::task::RawWakerVTable) -> std::task::Waker {
-        std::task::Waker::noop().clone()
-    }
-
-    #[test]
-    fn first_and_last_connection_are_transitions() {
+    #[tokio::test]
+    async fn first_and_last_connection_are_transitions() {
         let p = MemoryPresence::new();
-        assert_eq!(block(p.connected("u", false, "n1:1")).unwrap(), Transition::CameOnline);
-        assert_eq!(block(p.connected("u", false, "n2:1")).unwrap(), Transition::Unchanged);
-        assert!(block(p.is_online("u")).unwrap());
-        assert_eq!(block(p.disconnected("u", "n1:1")).unwrap(), Transition::Unchanged);
-        assert_eq!(block(p.disconnected("u", "n1:1")).unwrap(), Transition::Unchanged, "closing twice changes nothing");
-        assert_eq!(block(p.disconnected("u", "n2:1")).unwrap(), Transition::WentOffline);
-        assert!(!block(p.is_online("u")).unwrap());
+        assert_eq!(p.connected("u", false, "n1:1").await.unwrap(), Transition::CameOnline);
+        assert_eq!(p.connected("u", false, "n2:1").await.unwrap(), Transition::Unchanged);
+        assert!(p.is_online("u").await.unwrap());
+        assert_eq!(p.disconnected("u", "n1:1").await.unwrap(), Transition::Unchanged);
+        assert_eq!(p.disconnected("u", "n1:1").await.unwrap(), Transition::Unchanged, "closing twice changes nothing");
+        assert_eq!(p.disconnected("u", "n2:1").await.unwrap(), Transition::WentOffline);
+        assert!(!p.is_online("u").await.unwrap());
     }
 
-    #[test]
-    fn away_agents_are_not_available() {
+    #[tokio::test]
+    async fn away_agents_are_not_available() {
         let p = MemoryPresence::new();
-        block(p.connected("a1", true, "c1")).unwrap();
-        block(p.connected("a2", true, "c2")).unwrap();
-        block(p.connected("cust", false, "c3")).unwrap();
-        let mut avail = block(p.available_agents()).unwrap();
+        p.connected("a1", true, "c1").await.unwrap();
+        p.connected("a2", true, "c2").await.unwrap();
+        p.connected("cust", false, "c3").await.unwrap();
+        let mut avail = p.available_agents().await.unwrap();
         avail.sort();
         assert_eq!(avail, vec!["a1", "a2"]);
-        block(p.set_away("a1", true)).unwrap();
-        assert_eq!(block(p.available_agents()).unwrap(), vec!["a2"]);
-        block(p.disconnected("a2", "c2")).unwrap();
-        assert!(block(p.available_agents()).unwrap().is_empty());
+        p.set_away("a1", true).await.unwrap();
+        assert_eq!(p.available_agents().await.unwrap(), vec!["a2"]);
+        p.disconnected("a2", "c2").await.unwrap();
+        assert!(p.available_agents().await.unwrap().is_empty());
     }
 }

@@ -47,60 +47,21 @@ pub enum AgentStatus {
 /// A parsed client frame.
 #[derive(Debug)]
 pub enum ClientFrame {
-    Hello {
-        protocol_version: Option<i64>,
-    },
-    Auth {
-        token: String,
-    },
-    Login {
-        username: String,
-        password: String,
-    },
-    Message {
-        session_id: String,
-        text: String,
-    },
-    Delivered {
-        session_id: String,
-        up_to_seq: u64,
-    },
-    Read {
-        session_id: String,
-        up_to_seq: u64,
-    },
-    Typing {
-        session_id: String,
-        active: bool,
-    },
-    Subscribe {
-        room: String,
-        since: Option<u64>,
-    },
-    Unsubscribe {
-        room: String,
-    },
-    Publish {
-        room: String,
-        data: Box<RawValue>,
-        event: Option<String>,
-    },
-    SessionSwitch {
-        session_id: String,
-    },
-    SessionClaim {
-        session_id: String,
-    },
-    SessionTransfer {
-        session_id: String,
-        to_agent_id: String,
-    },
-    SessionClose {
-        session_id: String,
-    },
-    Status {
-        status: AgentStatus,
-    },
+    Hello { protocol_version: Option<i64> },
+    Auth { token: String },
+    Login { username: String, password: String },
+    Message { session_id: String, text: String },
+    Delivered { session_id: String, up_to_seq: u64 },
+    Read { session_id: String, up_to_seq: u64 },
+    Typing { session_id: String, active: bool },
+    Subscribe { room: String, since: Option<u64> },
+    Unsubscribe { room: String },
+    Publish { room: String, data: Box<RawValue>, event: Option<String> },
+    SessionSwitch { session_id: String },
+    SessionClaim { session_id: String },
+    SessionTransfer { session_id: String, to_agent_id: String },
+    SessionClose { session_id: String },
+    Status { status: AgentStatus },
     Ping,
 }
 
@@ -238,20 +199,16 @@ pub fn parse_client_frame(text: &str) -> Result<Inbound, FrameError> {
     })?;
     let id = head.id;
     let Some(kind) = head.kind else {
-        return Err(FrameError {
-            id,
-            code: ErrorCode::InvalidRequest,
-            message: "the frame has no `type`".into(),
-        });
+        return Err(FrameError { id, code: ErrorCode::InvalidRequest, message: "the frame has no `type`".into() });
     };
     let fields = |e: serde_json::Error| e.to_string();
     let frame: Result<ClientFrame, String> = match kind.as_ref() {
         "hello" => serde_json::from_str::<wire::Hello>(text)
             .map(|f| ClientFrame::Hello { protocol_version: f.protocol_version })
             .map_err(fields),
-        "auth" => serde_json::from_str::<wire::Auth>(text)
-            .map(|f| ClientFrame::Auth { token: f.token })
-            .map_err(fields),
+        "auth" => {
+            serde_json::from_str::<wire::Auth>(text).map(|f| ClientFrame::Auth { token: f.token }).map_err(fields)
+        }
         "login" => serde_json::from_str::<wire::Login>(text)
             .map(|f| ClientFrame::Login { username: f.username, password: f.password })
             .map_err(fields),
@@ -288,9 +245,9 @@ pub fn parse_client_frame(text: &str) -> Result<Inbound, FrameError> {
         "session.close" => serde_json::from_str::<wire::SessionRef>(text)
             .map(|f| ClientFrame::SessionClose { session_id: f.session_id })
             .map_err(fields),
-        "status" => serde_json::from_str::<wire::Status>(text)
-            .map(|f| ClientFrame::Status { status: f.status })
-            .map_err(fields),
+        "status" => {
+            serde_json::from_str::<wire::Status>(text).map(|f| ClientFrame::Status { status: f.status }).map_err(fields)
+        }
         "ping" => Ok(ClientFrame::Ping),
         other => {
             return Err(FrameError {
@@ -502,7 +459,9 @@ mod tests {
     fn parses_known_frames() {
         let f = parse_client_frame(r#"{"type":"message","id":"m1","sessionId":"s1","text":"hi"}"#).expect("ok");
         assert_eq!(f.id, Some(FrameId::Str("m1".into())));
-        assert!(matches!(f.frame, ClientFrame::Message { ref session_id, ref text } if session_id == "s1" && text == "hi"));
+        assert!(
+            matches!(f.frame, ClientFrame::Message { ref session_id, ref text } if session_id == "s1" && text == "hi")
+        );
         let f = parse_client_frame(r#"{"type":"publish","id":7,"room":"r","data":{"a":[1,2]}}"#).expect("ok");
         assert_eq!(f.id, Some(FrameId::Num(7)));
         match f.frame {

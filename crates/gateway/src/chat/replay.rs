@@ -125,7 +125,13 @@ impl From<StoreError> for ReplayError {
     }
 }
 
-async fn replay_sessions(chat: &ChatService, user: &ChatActor, pages: &Recipient<ReplayPage>, max: usize, done: &mut ReplayDone) -> Result<(), ReplayError> {
+async fn replay_sessions(
+    chat: &ChatService,
+    user: &ChatActor,
+    pages: &Recipient<ReplayPage>,
+    max: usize,
+    done: &mut ReplayDone,
+) -> Result<(), ReplayError> {
     let store = chat.store();
     let is_agent = user.role == auth::Role::Agent;
     let sessions = store.sessions_of(&user.id, is_agent).await?;
@@ -140,8 +146,11 @@ async fn replay_sessions(chat: &ChatService, user: &ChatActor, pages: &Recipient
                 let batch = store.range(&session.id, next, plan.last_seq, PAGE).await?;
                 let Some(last) = batch.last() else { break };
                 next = last.seq + 1;
-                let frames: Vec<ByteString> =
-                    batch.iter().filter(|m| m.from.id != user.id).map(|m| message_frame("offline_message", m)).collect();
+                let frames: Vec<ByteString> = batch
+                    .iter()
+                    .filter(|m| m.from.id != user.id)
+                    .map(|m| message_frame("offline_message", m))
+                    .collect();
                 done.count += frames.len() as u64;
                 if !frames.is_empty() {
                     pages.send(ReplayPage { frames }).await.map_err(|_| ReplayError::ConnectionGone)?;

@@ -59,7 +59,9 @@ impl From<SessionError> for ChatError {
     fn from(e: SessionError) -> Self {
         match e {
             SessionError::NotFound => ChatError::new(ErrorCode::NotFound, "no such session"),
-            SessionError::AlreadyAssigned => ChatError::new(ErrorCode::AlreadyAssigned, "the session is already assigned"),
+            SessionError::AlreadyAssigned => {
+                ChatError::new(ErrorCode::AlreadyAssigned, "the session is already assigned")
+            }
             SessionError::Closed => ChatError::new(ErrorCode::SessionClosed, "the session is closed"),
             SessionError::NotAssignedToYou => ChatError::forbidden("the session is not assigned to you"),
             SessionError::AgentFull => ChatError::new(ErrorCode::Forbidden, "the agent has no capacity left"),
@@ -206,7 +208,8 @@ impl ChatService {
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let inner = Inner { store, agents, presence, router, settings, metrics, assigning: tokio::sync::Mutex::new(()) };
+        let inner =
+            Inner { store, agents, presence, router, settings, metrics, assigning: tokio::sync::Mutex::new(()) };
         ChatService { inner: Arc::new(inner) }
     }
 
@@ -226,7 +229,12 @@ impl ChatService {
     // ------------------------------------------------------------- sessions
 
     /// customer-token: a new customer with a queued session.
-    pub async fn open_customer(&self, name: &str, channel: &str, contact: Contact) -> Result<(Customer, Session), ChatError> {
+    pub async fn open_customer(
+        &self,
+        name: &str,
+        channel: &str,
+        contact: Contact,
+    ) -> Result<(Customer, Session), ChatError> {
         let now = protocol::time::unix_millis();
         let customer = Customer {
             id: format!("cust-{}", uuid::Uuid::new_v4().simple()),
@@ -237,7 +245,11 @@ impl ChatService {
         };
         let session = Session {
             id: format!("sess-{}", uuid::Uuid::new_v4().simple()),
-            customer: CustomerRef { id: customer.id.clone(), name: customer.name.clone(), channel: customer.channel.clone() },
+            customer: CustomerRef {
+                id: customer.id.clone(),
+                name: customer.name.clone(),
+                channel: customer.channel.clone(),
+            },
             status: SessionStatus::Queued,
             agent_id: None,
             created_at_ms: now,
@@ -267,7 +279,12 @@ impl ChatService {
     }
 
     /// `GET /sessions`: agents only.
-    pub async fn list(&self, actor: &Actor, status: Option<SessionStatus>, mine: bool) -> Result<Vec<SessionView>, ChatError> {
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        status: Option<SessionStatus>,
+        mine: bool,
+    ) -> Result<Vec<SessionView>, ChatError> {
         if actor.role != Role::Agent {
             return Err(ChatError::forbidden("only agents list sessions"));
         }
@@ -280,7 +297,12 @@ impl ChatService {
     }
 
     async fn readable(&self, actor: &Actor, session_id: &str) -> Result<Session, ChatError> {
-        let session = self.inner.store.session(session_id).await?.ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+        let session = self
+            .inner
+            .store
+            .session(session_id)
+            .await?
+            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
         if !session.may_read(&actor.id) {
             return Err(ChatError::forbidden("you are not a participant of this session"));
         }
@@ -297,7 +319,8 @@ impl ChatService {
         if actor.role != Role::Agent {
             return Err(ChatError::forbidden("only agents claim sessions"));
         }
-        let session = self.inner.store.update_session(session_id, SessionChange::Claim { agent: actor.id.clone() }).await?;
+        let session =
+            self.inner.store.update_session(session_id, SessionChange::Claim { agent: actor.id.clone() }).await?;
         info!(session_id, agent_id = %actor.id, "session claimed");
         self.announce_assigned(&session).await;
         self.view(&session, &actor.id).await
@@ -307,7 +330,12 @@ impl ChatService {
         if actor.role != Role::Agent {
             return Err(ChatError::forbidden("only the assigned agent transfers a session"));
         }
-        let current = self.inner.store.session(session_id).await?.ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+        let current = self
+            .inner
+            .store
+            .session(session_id)
+            .await?
+            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
         if current.status == SessionStatus::Closed {
             return Err(SessionError::Closed.into());
         }
@@ -326,7 +354,12 @@ impl ChatService {
     }
 
     pub async fn close(&self, actor: &Actor, session_id: &str) -> Result<SessionView, ChatError> {
-        let current = self.inner.store.session(session_id).await?.ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+        let current = self
+            .inner
+            .store
+            .session(session_id)
+            .await?
+            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
         let allowed = match actor.role {
             Role::Customer => current.customer.id == actor.id,
             Role::Agent => current.agent_id.as_deref() == Some(actor.id.as_str()),
@@ -348,14 +381,22 @@ impl ChatService {
     // ------------------------------------------------------------- frames
 
     /// Answer one chat frame of an authenticated connection.
-    pub async fn handle_frame(&self, identity: &Identity, conn: &ConnHandle, frame: ClientFrame, id: Option<&FrameId>) -> Result<ChatAnswer, ChatError> {
+    pub async fn handle_frame(
+        &self,
+        identity: &Identity,
+        conn: &ConnHandle,
+        frame: ClientFrame,
+        id: Option<&FrameId>,
+    ) -> Result<ChatAnswer, ChatError> {
         let actor = Actor::of(identity);
         match frame {
             ClientFrame::Message { session_id, text } => {
                 let client_id = id.map(ToString::to_string).unwrap_or_default();
                 self.send_message(&actor, conn, &session_id, text, client_id).await
             }
-            ClientFrame::Delivered { session_id, up_to_seq } => self.cursor(&actor, &session_id, up_to_seq, false).await,
+            ClientFrame::Delivered { session_id, up_to_seq } => {
+                self.cursor(&actor, &session_id, up_to_seq, false).await
+            }
             ClientFrame::Read { session_id, up_to_seq } => self.cursor(&actor, &session_id, up_to_seq, true).await,
             ClientFrame::Typing { session_id, active } => self.typing(&actor, &session_id, active).await,
             ClientFrame::SessionSwitch { session_id } => {
@@ -389,17 +430,32 @@ impl ChatService {
     }
 
     async fn participant_session(&self, actor: &Actor, session_id: &str) -> Result<Session, ChatError> {
-        let session = self.inner.store.session(session_id).await?.ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+        let session = self
+            .inner
+            .store
+            .session(session_id)
+            .await?
+            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
         if !session.is_participant(&actor.id) {
             return Err(ChatError::forbidden("you are not a participant of this session"));
         }
         Ok(session)
     }
 
-    async fn send_message(&self, actor: &Actor, conn: &ConnHandle, session_id: &str, text: String, client_id: String) -> Result<ChatAnswer, ChatError> {
+    async fn send_message(
+        &self,
+        actor: &Actor,
+        conn: &ConnHandle,
+        session_id: &str,
+        text: String,
+        client_id: String,
+    ) -> Result<ChatAnswer, ChatError> {
         let max = self.inner.settings.limits.max_text_chars;
         if text.chars().count() > max {
-            return Err(ChatError::new(ErrorCode::MessageTooBig, format!("a message text is at most {max} characters")));
+            return Err(ChatError::new(
+                ErrorCode::MessageTooBig,
+                format!("a message text is at most {max} characters"),
+            ));
         }
         if text.trim().is_empty() {
             return Err(ChatError::new(ErrorCode::InvalidRequest, "a message needs a non-empty `text`"));
@@ -411,7 +467,12 @@ impl ChatService {
         let appended = self
             .inner
             .store
-            .append(NewMessage { session_id: session.id.clone(), from: actor.user_ref(), client_msg_id: client_id, text })
+            .append(NewMessage {
+                session_id: session.id.clone(),
+                from: actor.user_ref(),
+                client_msg_id: client_id,
+                text,
+            })
             .await?;
         if !appended.duplicate {
             self.inner.metrics.messages_stored.inc();
@@ -585,7 +646,12 @@ impl ChatService {
                 }
             }
             let Some((_, agent)) = best else { return };
-            match self.inner.store.update_session(&session.id, SessionChange::Assign { agent: agent.clone(), max_load: max }).await {
+            match self
+                .inner
+                .store
+                .update_session(&session.id, SessionChange::Assign { agent: agent.clone(), max_load: max })
+                .await
+            {
                 Ok(assigned) => {
                     info!(session_id = %assigned.id, agent_id = %agent, "session assigned");
                     self.announce_assigned(&assigned).await;

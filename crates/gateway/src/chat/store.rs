@@ -78,7 +78,11 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn create_session(&self, customer: &Customer, session: &Session) -> Result<(), StoreError>;
     async fn session(&self, id: &str) -> Result<Option<Session>, StoreError>;
     /// Sessions newest first, optionally only of one status and/or one assigned agent.
-    async fn list_sessions(&self, status: Option<SessionStatus>, agent: Option<&str>) -> Result<Vec<Session>, StoreError>;
+    async fn list_sessions(
+        &self,
+        status: Option<SessionStatus>,
+        agent: Option<&str>,
+    ) -> Result<Vec<Session>, StoreError>;
     /// Queued sessions, oldest first (the assignment order).
     async fn queued(&self, limit: usize) -> Result<Vec<Session>, StoreError>;
     /// Sessions whose messages the user receives: a customer's own, an agent's assigned ones.
@@ -100,7 +104,13 @@ pub trait ChatStore: Send + Sync + 'static {
 
 /// Plan a replay from a session's messages (newest last): shared by implementations
 /// that can scan a session's log.
-pub fn plan_replay<'a>(msgs: impl DoubleEndedIterator<Item = &'a Message>, user: &str, cursor: u64, last_seq: u64, max: usize) -> ReplayPlan {
+pub fn plan_replay<'a>(
+    msgs: impl DoubleEndedIterator<Item = &'a Message>,
+    user: &str,
+    cursor: u64,
+    last_seq: u64,
+    max: usize,
+) -> ReplayPlan {
     let mut count = 0;
     let mut from_seq = 0;
     let mut truncated = None;
@@ -195,7 +205,11 @@ impl ChatStore for MemoryChatStore {
         Ok(self.tables.lock().sessions.get(id).cloned())
     }
 
-    async fn list_sessions(&self, status: Option<SessionStatus>, agent: Option<&str>) -> Result<Vec<Session>, StoreError> {
+    async fn list_sessions(
+        &self,
+        status: Option<SessionStatus>,
+        agent: Option<&str>,
+    ) -> Result<Vec<Session>, StoreError> {
         let t = self.tables.lock();
         let list = t
             .sessions

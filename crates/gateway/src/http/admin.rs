@@ -20,7 +20,11 @@ pub struct NewAgent {
 const MIN_PASSWORD: usize = 8;
 
 /// `POST /api/v1/admin/agents` (service token) → 201 `{agentId}`
-pub async fn create_agent(req: HttpRequest, body: web::Json<NewAgent>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn create_agent(
+    req: HttpRequest,
+    body: web::Json<NewAgent>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
     if !caller.is_service() {
         return Err(ApiError::forbidden("creating agents needs a service token"));
@@ -51,7 +55,9 @@ pub async fn create_agent(req: HttpRequest, body: web::Json<NewAgent>, gw: web::
             info!(agent_id = %id, username = %username, "agent created");
             Ok(HttpResponse::Created().json(json!({ "agentId": id })))
         }
-        Err(AgentStoreError::AlreadyExists) => Err(ApiError::new(ErrorCode::AlreadyExists, format!("username `{username}` is taken"))),
+        Err(AgentStoreError::AlreadyExists) => {
+            Err(ApiError::new(ErrorCode::AlreadyExists, format!("username `{username}` is taken")))
+        }
         Err(_) => Err(ApiError::unavailable()),
     }
 }

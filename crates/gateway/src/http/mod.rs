@@ -164,9 +164,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// JSON bodies that fail to parse answer 400 INVALID_REQUEST in the standard shape.
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(64 * 1024).error_handler(|err, _| {
-        ApiError::invalid(format!("invalid JSON body: {err}")).into()
-    })
+    web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _| ApiError::invalid(format!("invalid JSON body: {err}")).into())
 }
 
 /// Query strings that fail to parse answer 400 INVALID_REQUEST.
@@ -205,7 +205,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/admin/agents", web::post().to(admin::create_agent))
                 .configure(sessions::routes),
         )
-        .default_service(web::to(|| async {
-            ApiError::new(ErrorCode::NotFound, "no such route").response()
-        }));
+        .default_service(web::to(|| async { ApiError::new(ErrorCode::NotFound, "no such route").response() }));
 }

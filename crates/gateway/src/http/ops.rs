@@ -17,11 +17,14 @@ pub async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
     }
     match gw.chat.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready", "node": &*gw.node_id })),
-        Err(why) => HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "node": &*gw.node_id, "reason": why })),
+        Err(why) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "unavailable", "node": &*gw.node_id, "reason": why })),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(gw.metrics.render())
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(gw.metrics.render())
 }

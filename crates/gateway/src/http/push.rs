@@ -31,7 +31,9 @@ pub struct GetTokenQuery {
 /// `GET /get/token?isLogin=false&deviceId=D` or `?isLogin=true&userId=U` (with a Bearer token).
 pub async fn get_token(req: HttpRequest, gw: web::Data<Gateway>) -> HttpResponse {
     let Ok(query) = web::Query::<GetTokenQuery>::from_query(req.query_string()) else { return bad_request() };
-    let non_empty = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty() && v.len() <= 200).map(str::to_string);
+    let non_empty = |v: &Option<String>| {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty() && v.len() <= 200).map(str::to_string)
+    };
     let sub = match query.is_login.as_deref() {
         Some("false") => match non_empty(&query.device_id) {
             Some(device) => device,

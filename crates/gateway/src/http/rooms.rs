@@ -19,7 +19,12 @@ pub struct PublishRequest {
 }
 
 /// `POST /api/v1/rooms/{room}/publish` → 202 `{room, seq}`
-pub async fn publish(req: HttpRequest, path: web::Path<String>, body: web::Json<PublishRequest>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn publish(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<PublishRequest>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
     let room = path.into_inner();
     validate_room(&room).map_err(ApiError::invalid)?;
@@ -39,7 +44,11 @@ pub async fn publish(req: HttpRequest, path: web::Path<String>, body: web::Json<
 }
 
 /// `GET /api/v1/rooms/{room}/presence` → `{room, members}`
-pub async fn presence(req: HttpRequest, path: web::Path<String>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn presence(
+    req: HttpRequest,
+    path: web::Path<String>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
     let room: Arc<str> = path.into_inner().into();
     let shard = gw.rooms.shard(&room);
@@ -49,7 +58,9 @@ pub async fn presence(req: HttpRequest, path: web::Path<String>, gw: web::Data<G
             .await
             .map_err(|_| ApiError::unavailable())?;
         if !member {
-            return Err(ApiError::forbidden("only a service token or a current subscriber of the room may list its members"));
+            return Err(ApiError::forbidden(
+                "only a service token or a current subscriber of the room may list its members",
+            ));
         }
     }
     let members = shard.send(Members { room: room.clone() }).await.map_err(|_| ApiError::unavailable())?;

@@ -37,10 +37,13 @@ pub struct ListQuery {
 /// `GET /api/v1/sessions?status=&mine=true`
 pub async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
-    let q = web::Query::<ListQuery>::from_query(req.query_string()).map_err(|e| ApiError::invalid(format!("invalid query: {e}")))?;
+    let q = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(SessionStatus::parse(s).ok_or_else(|| ApiError::invalid("`status` is queued, assigned or closed"))?),
+        Some(s) => {
+            Some(SessionStatus::parse(s).ok_or_else(|| ApiError::invalid("`status` is queued, assigned or closed"))?)
+        }
     };
     let mine = match q.mine.as_deref() {
         None | Some("") | Some("false") => false,
@@ -60,10 +63,15 @@ pub struct MessagesQuery {
 }
 
 /// `GET /api/v1/sessions/{id}/messages?afterSeq=&beforeSeq=&limit=`
-pub async fn messages(req: HttpRequest, path: web::Path<String>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn messages(
+    req: HttpRequest,
+    path: web::Path<String>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
-    let q = web::Query::<MessagesQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::invalid(format!("invalid query: afterSeq, beforeSeq and limit are non-negative integers ({e})")))?;
+    let q = web::Query::<MessagesQuery>::from_query(req.query_string()).map_err(|e| {
+        ApiError::invalid(format!("invalid query: afterSeq, beforeSeq and limit are non-negative integers ({e})"))
+    })?;
     let limit = q.limit.unwrap_or(DEFAULT_HISTORY_LIMIT).clamp(1, MAX_HISTORY_LIMIT);
     let session_id = path.into_inner();
     let query = HistoryQuery { after: q.after_seq, before: q.before_seq, limit };
@@ -72,7 +80,11 @@ pub async fn messages(req: HttpRequest, path: web::Path<String>, gw: web::Data<G
 }
 
 /// `POST /api/v1/sessions/{id}/claim`
-pub async fn claim(req: HttpRequest, path: web::Path<String>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn claim(
+    req: HttpRequest,
+    path: web::Path<String>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
     Ok(HttpResponse::Ok().json(gw.chat.claim(&actor(&caller), &path.into_inner()).await?))
 }
@@ -84,13 +96,22 @@ pub struct TransferRequest {
 }
 
 /// `POST /api/v1/sessions/{id}/transfer` `{toAgentId}`
-pub async fn transfer(req: HttpRequest, path: web::Path<String>, body: web::Json<TransferRequest>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn transfer(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<TransferRequest>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
     Ok(HttpResponse::Ok().json(gw.chat.transfer(&actor(&caller), &path.into_inner(), &body.to_agent_id).await?))
 }
 
 /// `POST /api/v1/sessions/{id}/close`
-pub async fn close(req: HttpRequest, path: web::Path<String>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn close(
+    req: HttpRequest,
+    path: web::Path<String>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
     Ok(HttpResponse::Ok().json(gw.chat.close(&actor(&caller), &path.into_inner()).await?))
 }

@@ -36,13 +36,20 @@ fn required(field: &str, value: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /api/v1/public/customer-token`: a customer, a queued support session, and a token family.
-pub async fn customer_token(req: HttpRequest, body: web::Json<CustomerTokenRequest>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn customer_token(
+    req: HttpRequest,
+    body: web::Json<CustomerTokenRequest>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
         if gw.token_requests.check_key(&ip).is_err() {
-            return Err(ApiError::new(ErrorCode::RateLimited, format!(
-                "at most {} customer-token requests per minute from one address",
-                gw.settings.limits.token_requests_per_min
-            )));
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "at most {} customer-token requests per minute from one address",
+                    gw.settings.limits.token_requests_per_min
+                ),
+            ));
         }
     }
     let body = body.into_inner();
@@ -56,7 +63,8 @@ pub async fn customer_token(req: HttpRequest, body: web::Json<CustomerTokenReque
         }
     }
     let contact = crate::chat::Contact { email: body.email, phone: body.phone, channel_user_id: body.channel_user_id };
-    let (customer, session) = gw.chat.open_customer(&body.name, &body.channel, contact).await.map_err(ApiError::from)?;
+    let (customer, session) =
+        gw.chat.open_customer(&body.name, &body.channel, contact).await.map_err(ApiError::from)?;
     let mut family = FamilySpec::new(customer.id.clone(), Role::Customer);
     family.name = Some(customer.name.clone());
     family.channel = Some(customer.channel.clone());
@@ -79,7 +87,8 @@ pub struct TokenQuery {
 
 /// `GET /api/v1/public/validate-token?token=T` (or Bearer): always 200, `valid` says.
 pub async fn validate_token(req: HttpRequest, query: web::Query<TokenQuery>, gw: web::Data<Gateway>) -> HttpResponse {
-    let token = query.into_inner().token.filter(|t| !t.is_empty()).or_else(|| crate::ws::handshake::bearer(req.headers()));
+    let token =
+        query.into_inner().token.filter(|t| !t.is_empty()).or_else(|| crate::ws::handshake::bearer(req.headers()));
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return HttpResponse::Ok().json(json!({
             "valid": false,
@@ -129,7 +138,11 @@ struct Refreshed {
 }
 
 /// `POST /api/v1/customers/{customerId}/token`
-pub async fn customer_refresh(path: web::Path<String>, body: web::Json<RefreshRequest>, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn customer_refresh(
+    path: web::Path<String>,
+    body: web::Json<RefreshRequest>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     let customer_id = path.into_inner();
     let pair = rotate(&gw, &body.refresh_token, Some(&customer_id)).await?;
     Ok(HttpResponse::Ok().json(Refreshed {
@@ -157,9 +170,14 @@ async fn rotate(gw: &Gateway, presented: &str, expected_sub: Option<&str>) -> Re
         Err(AuthError::FamilyRevoked(family)) => {
             warn!(user = %family.sub, family = %family.id, "refresh token re-used: family revoked");
             gw.close_revoked(family.sub.as_str().into(), Revoked::Family(family.id.as_str().into())).await;
-            Err(ApiError::new(ErrorCode::TokenRevoked, "this refresh token was already used: the session is revoked; log in again"))
+            Err(ApiError::new(
+                ErrorCode::TokenRevoked,
+                "this refresh token was already used: the session is revoked; log in again",
+            ))
         }
-        Err(AuthError::InvalidRefreshToken) => Err(ApiError::new(ErrorCode::InvalidRefreshToken, "unknown or expired refresh token")),
+        Err(AuthError::InvalidRefreshToken) => {
+            Err(ApiError::new(ErrorCode::InvalidRefreshToken, "unknown or expired refresh token"))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -187,10 +205,13 @@ pub async fn login_route(body: web::Json<LoginRequest>, gw: web::Data<Gateway>) 
 pub async fn login(gw: &Gateway, username: &str, password: &str) -> Result<TokenPair, ApiError> {
     let locked = gw.login_throttle.is_locked(username).await.map_err(|_| ApiError::unavailable())?;
     if locked {
-        return Err(ApiError::new(ErrorCode::RateLimited, format!(
-            "too many failed logins for this username: wait {} s before trying again",
-            gw.settings.auth.lockout_secs
-        )));
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many failed logins for this username: wait {} s before trying again",
+                gw.settings.auth.lockout_secs
+            ),
+        ));
     }
     let record = gw.agents.by_username(username).await.map_err(|_| ApiError::unavailable())?;
     let hash = record.as_ref().map_or_else(|| auth::dummy_hash().to_string(), |r| r.password_hash.clone());

@@ -227,7 +227,11 @@ impl Handler<Leave> for RoomShard {
             }
         }
         if let (Some(reference), Some(conn)) = (msg.reference, answer_to) {
-            conn.send(&encode(&UnsubscribedFrame { kind: "unsubscribed", reference: reference.as_ref(), room: &msg.room }));
+            conn.send(&encode(&UnsubscribedFrame {
+                kind: "unsubscribed",
+                reference: reference.as_ref(),
+                room: &msg.room,
+            }));
         }
     }
 }

@@ -16,9 +16,7 @@ use actix_web_actors::ws;
 use auth::Claims;
 use bytestring::ByteString;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use protocol::frames::{
-    AuthenticatedFrame, Empty, ErrorFrame, HelloFrame, OkFrame, PongFrame, TokenExpiringFrame,
-};
+use protocol::frames::{AuthenticatedFrame, Empty, ErrorFrame, HelloFrame, OkFrame, PongFrame, TokenExpiringFrame};
 use protocol::{encode, parse_client_frame, ClientFrame, CloseReason, ErrorCode, FrameId, Inbound, UserRef};
 use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
@@ -57,7 +55,12 @@ pub struct Admission {
 }
 
 /// Upgrade the request and start the connection actor.
-pub fn start(req: &HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, admission: Admission) -> actix_web::Result<HttpResponse> {
+pub fn start(
+    req: &HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    admission: Admission,
+) -> actix_web::Result<HttpResponse> {
     let codec = actix_http::ws::Codec::new().max_size(gw.settings.limits.max_frame_bytes);
     let actor = Connection::new(gw, admission);
     ws::WsResponseBuilder::new(actor, req, payload).codec(codec).protocols(&[SUBPROTOCOL]).start()
@@ -417,7 +420,12 @@ impl Connection {
         self.authenticated(ctx);
     }
 
-    fn send_authenticated(&self, ctx: &mut ws::WebsocketContext<Self>, reference: Option<&FrameId>, identity: &Identity) {
+    fn send_authenticated(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reference: Option<&FrameId>,
+        identity: &Identity,
+    ) {
         self.send(
             ctx,
             encode(&AuthenticatedFrame {
@@ -429,12 +437,24 @@ impl Connection {
         );
     }
 
-    fn subscribe(&mut self, identity: &Identity, room: String, since: Option<u64>, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn subscribe(
+        &mut self,
+        identity: &Identity,
+        room: String,
+        since: Option<u64>,
+        id: Option<FrameId>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         if let Err(why) = super::validate_room(&room) {
             return self.error(ctx, id.as_ref(), ErrorCode::InvalidRequest, &why);
         }
         if !identity.claims.may_subscribe(&room) {
-            return self.error(ctx, id.as_ref(), ErrorCode::Forbidden, &format!("your token grants no access to room `{room}`"));
+            return self.error(
+                ctx,
+                id.as_ref(),
+                ErrorCode::Forbidden,
+                &format!("your token grants no access to room `{room}`"),
+            );
         }
         let known = self.rooms.iter().any(|r| **r == *room);
         let max = self.gw.settings.rooms.max_per_connection;
@@ -450,7 +470,8 @@ impl Connection {
         if !known {
             self.rooms.push(room.clone());
         }
-        let join = Join { room: room.clone(), member: self.member(identity, true), since, reference: id, announce: true };
+        let join =
+            Join { room: room.clone(), member: self.member(identity, true), since, reference: id, announce: true };
         // Awaited, so that frames after this one see the subscription.
         let fut = self.gw.rooms.shard(&room).send(join);
         ctx.wait(fut.into_actor(self).map(|_, _, _| ()));
@@ -459,7 +480,8 @@ impl Connection {
     fn unsubscribe(&mut self, room: String, id: Option<FrameId>) {
         let room: Arc<str> = room.into();
         self.rooms.retain(|r| *r != room);
-        let leave = Leave { room: room.clone(), conn: self.id, reference: Some(id), handle: Some(self.conn_handle().clone()) };
+        let leave =
+            Leave { room: room.clone(), conn: self.id, reference: Some(id), handle: Some(self.conn_handle().clone()) };
         if self.gw.rooms.shard(&room).try_send(leave).is_err() {
             debug!(parent: &self.span, "room shard busy; unsubscribe dropped");
         }
@@ -478,7 +500,12 @@ impl Connection {
             return self.error(ctx, id.as_ref(), ErrorCode::InvalidRequest, &why);
         }
         if !identity.claims.may_publish(&room) {
-            return self.error(ctx, id.as_ref(), ErrorCode::Forbidden, &format!("your token may not publish to room `{room}`"));
+            return self.error(
+                ctx,
+                id.as_ref(),
+                ErrorCode::Forbidden,
+                &format!("your token may not publish to room `{room}`"),
+            );
         }
         let room: Arc<str> = room.into();
         self.gw.metrics.notices_published.inc();
@@ -498,7 +525,13 @@ impl Connection {
         }));
     }
 
-    fn chat_frame(&mut self, identity: Identity, frame: ClientFrame, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn chat_frame(
+        &mut self,
+        identity: Identity,
+        frame: ClientFrame,
+        id: Option<FrameId>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let gw = self.gw.clone();
         let conn = self.conn_handle().clone();
         let reference = id.clone();
@@ -614,15 +647,19 @@ impl Actor for Connection {
             let leave = Leave { room: room.clone(), conn: self.id, reference: None, handle: None };
             // Must arrive even when the shard is busy, or the room would keep a dead member.
             let shard = self.gw.rooms.shard(&room).clone();
-            actix::spawn(async move {
-                let _ = shard.send(leave).await;
-            }.instrument(self.span.clone()));
+            actix::spawn(
+                async move {
+                    let _ = shard.send(leave).await;
+                }
+                .instrument(self.span.clone()),
+            );
         }
         if let Some(identity) = &self.identity {
             let user = identity.user_id.clone();
             let shard = self.gw.users.shard(&user).clone();
             let conn = self.id;
-            let chat = (self.endpoint == Endpoint::Chat).then(|| (self.gw.chat.clone(), ChatActor::of(identity), self.label.clone()));
+            let chat = (self.endpoint == Endpoint::Chat)
+                .then(|| (self.gw.chat.clone(), ChatActor::of(identity), self.label.clone()));
             actix::spawn(async move {
                 let _ = shard.send(Unregister { user, conn }).await;
                 if let Some((chat, actor, key)) = chat {
@@ -641,7 +678,10 @@ struct OutboundStream(mpsc::Receiver<Outbound>);
 impl futures_util::Stream for OutboundStream {
     type Item = Outbound;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Outbound>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Outbound>> {
         self.0.poll_recv(cx)
     }
 }
@@ -649,7 +689,7 @@ impl futures_util::Stream for OutboundStream {
 impl StreamHandler<Outbound> for Connection {
     fn handle(&mut self, item: Outbound, ctx: &mut Self::Context) {
         if let Some(budget) = &self.budget {
-            budget.drained(item.len());
+            budget.drained(item.wire_len());
         }
         if self.closing {
             return;
@@ -699,7 +739,12 @@ impl Handler<ReplayDone> for Connection {
             return;
         }
         if done.failed {
-            self.error(ctx, None, ErrorCode::Unavailable, "offline replay was cut short: the store is unavailable; reconnect to get the rest");
+            self.error(
+                ctx,
+                None,
+                ErrorCode::Unavailable,
+                "offline replay was cut short: the store is unavailable; reconnect to get the rest",
+            );
         }
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -716,9 +761,17 @@ impl Handler<ReplayDone> for Connection {
             truncated: bool,
             sessions: Vec<Range<'a>>,
         }
-        let sessions =
-            done.truncated.iter().map(|(s, from, to)| Range { session_id: s, from_seq: *from, to_seq: *to }).collect::<Vec<_>>();
-        ctx.text(encode(&Complete { kind: "offline_messages_complete", count: done.count, truncated: !sessions.is_empty(), sessions }));
+        let sessions = done
+            .truncated
+            .iter()
+            .map(|(s, from, to)| Range { session_id: s, from_seq: *from, to_seq: *to })
+            .collect::<Vec<_>>();
+        ctx.text(encode(&Complete {
+            kind: "offline_messages_complete",
+            count: done.count,
+            truncated: !sessions.is_empty(),
+            sessions,
+        }));
         self.replaying = false;
         let mut out = Vec::new();
         for (session, position) in done.positions {
@@ -787,7 +840,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
             }
             Ok(ws::Message::Nop) => {}
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseReason::MessageTooBig),
-            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.close(ctx, CloseReason::InvalidUtf8),
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+                self.close(ctx, CloseReason::InvalidUtf8)
+            }
             Err(e) => {
                 debug!(parent: &self.span, error = %e, "protocol error");
                 self.close(ctx, CloseReason::InvalidRequest);
@@ -798,7 +853,16 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
 
 impl Identity {
     pub fn from_claims(claims: Claims) -> Identity {
-        let user = UserRef { id: claims.sub.clone(), role: claims.role.as_str().to_string(), name: claims.display_name().to_string() };
-        Identity { user_id: claims.sub.as_str().into(), name: user.name.as_str().into(), user, claims: Arc::new(claims) }
+        let user = UserRef {
+            id: claims.sub.clone(),
+            role: claims.role.as_str().to_string(),
+            name: claims.display_name().to_string(),
+        };
+        Identity {
+            user_id: claims.sub.as_str().into(),
+            name: user.name.as_str().into(),
+            user,
+            claims: Arc::new(claims),
+        }
     }
 }

@@ -33,14 +33,24 @@ pub async fn push(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway
     open(req, payload, gw, Endpoint::Push).await
 }
 
-async fn open(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, endpoint: Endpoint) -> actix_web::Result<HttpResponse> {
+async fn open(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    endpoint: Endpoint,
+) -> actix_web::Result<HttpResponse> {
     if !is_upgrade(&req) {
-        return Ok(ApiError::new(ErrorCode::InvalidRequest, "this endpoint only accepts a WebSocket upgrade (GET with `Upgrade: websocket`)").response());
+        return Ok(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "this endpoint only accepts a WebSocket upgrade (GET with `Upgrade: websocket`)",
+        )
+        .response());
     }
     let headers = req.headers();
     let device_id = header_str(headers, "device-id");
     let client_id = header_str(headers, "client-id");
-    let mut admission = Admission { endpoint, identity: None, push_rooms: Vec::new(), device_id, client_id, reject: None, slot: None };
+    let mut admission =
+        Admission { endpoint, identity: None, push_rooms: Vec::new(), device_id, client_id, reject: None, slot: None };
     match admit(&req, &gw, endpoint).await {
         Ok((identity, rooms, slot)) => {
             admission.identity = identity;
@@ -56,7 +66,8 @@ async fn open(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, e
                     Ok(failure.response())
                 }
                 HandshakeErrors::Close => {
-                    admission.reject = Some(CloseReason::from_error(failure.code).unwrap_or(CloseReason::InvalidRequest));
+                    admission.reject =
+                        Some(CloseReason::from_error(failure.code).unwrap_or(CloseReason::InvalidRequest));
                     connection::start(&req, payload, gw, admission)
                 }
             }
@@ -93,7 +104,10 @@ async fn admit(req: &HttpRequest, gw: &Gateway, endpoint: Endpoint) -> Result<Ad
             .map(str::to_string)
             .collect();
         if rooms.is_empty() {
-            return Err(ApiError::new(ErrorCode::MissingRoom, "`roomIds` must name at least one room (comma-separated)"));
+            return Err(ApiError::new(
+                ErrorCode::MissingRoom,
+                "`roomIds` must name at least one room (comma-separated)",
+            ));
         }
     }
     let identity = match token {
@@ -107,7 +121,10 @@ async fn admit(req: &HttpRequest, gw: &Gateway, endpoint: Endpoint) -> Result<Ad
         for room in &rooms {
             super::validate_room(room).map_err(|why| ApiError::new(ErrorCode::InvalidRequest, why))?;
             if !identity.claims.may_subscribe(room) {
-                return Err(ApiError::new(ErrorCode::Forbidden, format!("your token grants no access to room `{room}`")));
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!("your token grants no access to room `{room}`"),
+                ));
             }
         }
     }
