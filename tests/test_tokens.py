@@ -313,20 +313,21 @@ async def test_admin_creates_agents_that_can_log_in(gw):
     body = body_of(await login(gw, username, "s3cret-pass"), 200)
     assert body["agentId"] == agent_id
     resp = await call(gw, "POST", "/api/v1/admin/agents", token=SERVICE,
-                      json={"username": username, "password": "another", "name": "Twin"})
+                      json={"username": username, "password": "another-pass", "name": "Twin"})
     error_of(resp, 409, "ALREADY_EXISTS")
 
 
 @pytest.mark.parametrize("payload", [
-    {}, {"password": "p", "name": "n"}, {"username": "u_x", "name": "n"}, {"username": "u_y", "password": "p"},
-    {"username": 5, "password": "p", "name": "n"},
+    {}, {"password": "long-enough-1", "name": "n"}, {"username": "u_x", "name": "n"},
+    {"username": "u_y", "password": "long-enough-1"}, {"username": 5, "password": "long-enough-1", "name": "n"},
 ], ids=["empty", "no-username", "no-password", "no-name", "username-number"])
 async def test_admin_agents_rejects_invalid_requests(gw, payload):
+    payload = {k: (f"{v}_{uid('u')}" if k == "username" and isinstance(v, str) else v) for k, v in payload.items()}
     error_of(await call(gw, "POST", "/api/v1/admin/agents", token=SERVICE, json=payload), 400, "INVALID_REQUEST")
 
 
 async def test_admin_agents_needs_the_service_token(gw, tokens):
-    payload = {"username": f"agent_{uid('n')}", "password": "p", "name": "n"}
+    payload = {"username": f"agent_{uid('n')}", "password": "long-enough-1", "name": "n"}
     assert (await call(gw, "POST", "/api/v1/admin/agents", json=payload)).status_code == 401
     assert (await call(gw, "POST", "/api/v1/admin/agents", json=payload, token="svc-wrong")).status_code == 401
     resp = await call(gw, "POST", "/api/v1/admin/agents", json=payload, token=tokens.mint("agent"))

@@ -48,6 +48,7 @@ def clean_env(extra: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The caller's environment minus any CHAT__* variable, plus ``extra`` (None removes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT__")}
     env.setdefault("RUST_LOG", "info")
+    env["NO_COLOR"] = "1"  # plain log files
     for key, value in (extra or {}).items():
         if value is None:
             env.pop(key, None)

@@ -204,6 +204,8 @@ pub struct LimitSettings {
     pub messages_burst: u32,
     pub outbound_queue_bytes: usize,
     pub token_requests_per_min: u32,
+    /// `TCP_USER_TIMEOUT` of accepted sockets: unacknowledged data this old drops the connection.
+    pub tcp_user_timeout_secs: u64,
 }
 
 impl Default for LimitSettings {
@@ -216,6 +218,7 @@ impl Default for LimitSettings {
             messages_burst: 40,
             outbound_queue_bytes: 1_048_576,
             token_requests_per_min: 30,
+            tcp_user_timeout_secs: 20,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`chat`]: support sessions, messages, assignment, offline replay.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics, structured logs.
 
+#![deny(unsafe_code)]
+
 pub mod chat;
 pub mod cli;
 pub mod config;

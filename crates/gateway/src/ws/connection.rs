@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
 
 use super::sequencer::Sequencer;
+use super::socket::{self, SocketFd, Watched};
 use super::{Endpoint, Identity};
 use crate::chat::replay::{Replay, ReplayDone, ReplayPage};
 use crate::chat::service::{message_frame, Actor as ChatActor};
@@ -52,6 +54,8 @@ pub struct Admission {
     /// `auth.handshake_errors = "close"`: accept, then close at once with this reason.
     pub reject: Option<CloseReason>,
     pub slot: Option<SlotGuard>,
+    /// The socket, for the watchdog (absent for non-TCP transports).
+    pub socket: Option<Rc<SocketFd>>,
 }
 
 /// Upgrade the request and start the connection actor.
@@ -101,6 +105,9 @@ pub struct Connection {
     /// A gap check is scheduled.
     gap_check: bool,
     closing: bool,
+    socket: Option<Rc<SocketFd>>,
+    /// The watchdog's view of this connection, stamped while the actor runs.
+    watched: Option<Rc<Watched>>,
     span: tracing::Span,
     _slot: Option<SlotGuard>,
 }
@@ -143,6 +150,8 @@ impl Connection {
             held_bytes: 0,
             gap_check: false,
             closing: false,
+            socket: admission.socket,
+            watched: None,
             span,
             _slot: admission.slot,
             gw,
@@ -214,6 +223,9 @@ impl Connection {
         // Rescheduled each time rather than `run_interval`, so that a connection that
         // was frozen behind a full socket does not replay missed ticks at once.
         ctx.run_later(self.gw.settings.heartbeat_interval(), |act, ctx| {
+            if let Some(w) = &act.watched {
+                w.progressed();
+            }
             if act.last_seen.elapsed() > act.gw.settings.heartbeat_timeout() {
                 act.close(ctx, CloseReason::HeartbeatTimeout);
                 return;
@@ -616,6 +628,11 @@ impl Actor for Connection {
         let (handle, frames, budget) =
             ConnHandle::new(self.id, ctx.address().recipient(), self.gw.settings.limits.outbound_queue_bytes);
         self.gw.connections.insert(handle.clone());
+        if let Some(fd) = self.socket.take() {
+            // Frozen longer than the heartbeat timeout plus one interval: cut it.
+            let stall = self.gw.settings.heartbeat_timeout() + self.gw.settings.heartbeat_interval();
+            self.watched = Some(socket::watch(&fd, budget.clone(), stall));
+        }
         self.handle = Some(handle);
         self.budget = Some(budget);
         ctx.add_stream(OutboundStream(frames));

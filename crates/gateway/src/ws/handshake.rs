@@ -49,8 +49,17 @@ async fn open(
     let headers = req.headers();
     let device_id = header_str(headers, "device-id");
     let client_id = header_str(headers, "client-id");
-    let mut admission =
-        Admission { endpoint, identity: None, push_rooms: Vec::new(), device_id, client_id, reject: None, slot: None };
+    let socket = req.conn_data::<std::rc::Rc<super::socket::SocketFd>>().cloned();
+    let mut admission = Admission {
+        endpoint,
+        identity: None,
+        push_rooms: Vec::new(),
+        device_id,
+        client_id,
+        reject: None,
+        slot: None,
+        socket,
+    };
     match admit(&req, &gw, endpoint).await {
         Ok((identity, rooms, slot)) => {
             admission.identity = identity;

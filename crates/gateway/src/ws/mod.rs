@@ -6,6 +6,7 @@
 pub mod connection;
 pub mod handshake;
 pub mod sequencer;
+pub mod socket;
 
 use std::sync::Arc;
 
