@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from websockets.asyncio.client import connect as ws_connect
 
 from . import config
+from . import ws as ws_module
 from .http import SERVICE, body_of, call, customer_token, epoch, new_agent, show
 from .ws import Client, Frame, fid, typed
 
@@ -76,10 +77,12 @@ async def connect_slow(node: Any, token: str, *, rcvbuf: int = 4096, label: str 
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", node.port)),
                                config.OPEN_TIMEOUT)
+        # the same connection class as harness.ws.open_ws uses, whichever that is
+        extra = {"create_connection": ws_module.RecordingConnection} if hasattr(ws_module, "RecordingConnection") else {}
         conn = await ws_connect(node.ws_url("/ws/chat"), additional_headers={"Authorization": f"Bearer {token}"},
                                 compression=None, proxy=None, ping_interval=None, ping_timeout=None,
                                 open_timeout=config.OPEN_TIMEOUT, close_timeout=2, max_size=16 * 1024 * 1024,
-                                max_queue=None, sock=sock)
+                                max_queue=None, sock=sock, **extra)
     except BaseException:
         sock.close()
         raise
@@ -91,6 +94,20 @@ async def connect_slow(node: Any, token: str, *, rcvbuf: int = 4096, label: str 
 def pause_reading(ws: Client) -> None:
     """Stop reading from the socket: the kernel buffers fill, then the server's queue."""
     ws.conn.transport.pause_reading()
+
+
+def tcp_state(ws: Client) -> int | None:
+    """The kernel's TCP state of the client socket (1 ESTABLISHED, 7 CLOSE, 8 CLOSE_WAIT), None once gone.
+
+    Read with TCP_INFO, so that a server-side close (FIN or RST) is seen even while reading is paused."""
+    transport = ws.conn.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return None
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError:
+        return None
 
 
 def resume_reading(ws: Client) -> None:
@@ -230,7 +247,7 @@ async def find_session(node: Any, token: str, session_id: str, **params: Any) ->
 
 __all__ = [
     "FAST", "MANUAL", "SERVICE", "User", "new_agent_user", "new_customer", "connect", "connect_slow",
-    "pause_reading", "resume_reading", "send", "refused", "msgs", "view", "assert_contiguous", "assert_message",
+    "pause_reading", "resume_reading", "tcp_state", "send", "refused", "msgs", "view", "assert_contiguous", "assert_message",
     "sessions", "history", "session_action", "assert_session", "wait_session_event", "assigned_to",
     "find_session",
 ]

@@ -2,8 +2,8 @@
 
 * no compression, no proxy, no client keepalive pings (a client ping would count
   as liveness and blur the heartbeat tests);
-* a reader task records every frame (parsed JSON; anything else goes to ``raw``)
-  and, when the connection ends, the close code and reason the server sent;
+* every frame is recorded as the protocol parses it (parsed JSON; anything else
+  goes to ``raw``), and so is the close code and reason of the server's close frame;
 * answers to the server's pings can be suppressed (``suppress_pongs = True``) to
   provoke a heartbeat timeout; ``pongs`` counts the pongs the client answered;
 * every client is registered so that the test runner closes it when a test ends.
@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.frames import Opcode
+from websockets.frames import Close, Frame as WsFrame, Opcode
 
 from . import config
 
@@ -53,55 +53,122 @@ class Rejected(Exception):
             return None
 
 
-class Client:
-    def __init__(self, conn: ClientConnection, label: str) -> None:
-        self.conn = conn
-        self.label = label
-        self.frames: list[Frame] = []
-        self.raw: list[Any] = []
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        self.closed = asyncio.Event()
-        self.suppress_pongs = False
-        self.pongs = 0
-        self._changed = asyncio.Condition()
-        self._hook_pongs()
-        self._reader = asyncio.create_task(self._read())
-        _OPEN.append(self)
+class RecordingConnection(ClientConnection):
+    """A client connection that records, synchronously and in arrival order, every
+    data frame (JSON-decoded) and the close frame, as the protocol parses them.
 
-    def _hook_pongs(self) -> None:
-        protocol = self.conn.protocol
-        send_frame = protocol.send_frame
+    Recording at the protocol level, from the very first frame, means that a frame
+    sent right after the handshake is never missed and that a close is seen when
+    its close frame arrives, not when the TCP connection ends later.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rec_frames: list[Frame] = []
+        self.rec_raw: list[Any] = []
+        self.rec_close_code: int | None = None
+        self.rec_close_reason: str | None = None
+        self.ended = asyncio.Event()
+        self.rec_suppress_pongs = False
+        self.rec_pongs = 0
+        self._parts: list[bytes] = []
+        self._tick = asyncio.Event()
+        send_frame = self.protocol.send_frame
 
         def hooked(frame: Any) -> None:
             if frame.opcode is Opcode.PONG:
-                if self.suppress_pongs:
+                if self.rec_suppress_pongs:
                     return
-                self.pongs += 1
+                self.rec_pongs += 1
             send_frame(frame)
 
-        protocol.send_frame = hooked  # type: ignore[method-assign]
+        self.protocol.send_frame = hooked  # type: ignore[method-assign]
 
-    async def _read(self) -> None:
+    def changed(self) -> asyncio.Event:
+        return self._tick
+
+    def _bump(self) -> None:
+        self._tick.set()
+        self._tick = asyncio.Event()
+
+    def _end(self, code: int, reason: str) -> None:
+        if not self.ended.is_set():
+            self.rec_close_code, self.rec_close_reason = code, reason
+            self.ended.set()
+            self._bump()
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, WsFrame):
+            if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                self._parts.append(bytes(event.data))
+                if event.fin:
+                    data = b"".join(self._parts)
+                    self._parts = []
+                    try:
+                        frame = json.loads(data)
+                    except ValueError:
+                        frame = None
+                    (self.rec_frames if isinstance(frame, dict) else self.rec_raw).append(
+                        frame if isinstance(frame, dict) else data)
+                    self._bump()
+            elif event.opcode is Opcode.CLOSE:
+                close = Close.parse(event.data) if event.data else Close(1005, "")
+                self._end(close.code, close.reason)
+        super().process_event(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._end(1006, "")
+
+
+class Client:
+    def __init__(self, conn: RecordingConnection, label: str) -> None:
+        self.conn = conn
+        self.label = label
+        self.frames = conn.rec_frames
+        self.raw = conn.rec_raw
+        self.closed = conn.ended
+        # Keeps the library's own message queue drained; the frames are recorded above.
+        self._drain = asyncio.create_task(self._drain_messages())
+        _OPEN.append(self)
+
+    async def _drain_messages(self) -> None:
         try:
-            async for message in self.conn:
-                try:
-                    frame = json.loads(message)
-                except (ValueError, TypeError):
-                    frame = None
-                async with self._changed:
-                    (self.frames if isinstance(frame, dict) else self.raw).append(frame if isinstance(frame, dict) else message)
-                    self._changed.notify_all()
+            async for _ in self.conn:
+                pass
         except ConnectionClosed:
             pass
-        except Exception as exc:  # diagnostic only: shows up in dump()
-            self.raw.append(f"<reader error {exc!r}>")
-        finally:
-            rcvd = self.conn.protocol.close_rcvd
-            self.close_code, self.close_reason = (rcvd.code, rcvd.reason) if rcvd else (1006, "")
-            self.closed.set()
-            async with self._changed:
-                self._changed.notify_all()
+
+    @property
+    def close_code(self) -> int | None:
+        return self.conn.rec_close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.conn.rec_close_reason
+
+    @property
+    def suppress_pongs(self) -> bool:
+        return self.conn.rec_suppress_pongs
+
+    @suppress_pongs.setter
+    def suppress_pongs(self, value: bool) -> None:
+        self.conn.rec_suppress_pongs = value
+
+    @property
+    def pongs(self) -> int:
+        return self.conn.rec_pongs
+
+    async def _until(self, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self.conn.changed().wait(), remaining)
+            except asyncio.TimeoutError:
+                return
 
     # ------------------------------------------------------------------ state
     @property
@@ -151,32 +218,23 @@ class Client:
     # ---------------------------------------------------------------- waiting
     async def wait(self, pred: Pred, timeout: float = config.FRAME_WAIT, *, after: int = 0, desc: str = "") -> Frame:
         """The first frame from index ``after`` on that matches; AssertionError on timeout or close."""
-        found: list[Frame] = []
+        def found() -> list[Frame]:
+            return [f for f in self.frames[after:] if pred(f)][:1]
 
-        def ready() -> bool:
-            found[:] = [f for f in self.frames[after:] if pred(f)][:1]
-            return bool(found) or self.closed.is_set()
-
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(ready), timeout)
-            except asyncio.TimeoutError:
-                pass
-        if found:
-            return found[0]
+        await self._until(lambda: bool(found()) or self.closed.is_set(), timeout)
+        if got := found():
+            return got[0]
         why = "closed" if self.closed.is_set() else f"nothing within {timeout:.1f}s"
         raise AssertionError(f"{self.label}: waiting for {desc or 'a frame'}: {why}\n{self.dump()}")
 
     async def wait_n(self, pred: Pred, n: int, timeout: float = config.FRAME_WAIT, *, after: int = 0,
                      desc: str = "") -> list[Frame]:
         """At least ``n`` matching frames from index ``after``; returns all that matched."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(
-                    lambda: self.closed.is_set() or sum(1 for f in self.frames[after:] if pred(f)) >= n), timeout)
-            except asyncio.TimeoutError:
-                pass
-        got = [f for f in self.frames[after:] if pred(f)]
+        def matching() -> list[Frame]:
+            return [f for f in self.frames[after:] if pred(f)]
+
+        await self._until(lambda: len(matching()) >= n or self.closed.is_set(), timeout)
+        got = matching()
         assert len(got) >= n, f"{self.label}: expected {n} {desc or 'frames'}, got {len(got)}\n{self.dump()}"
         return got
 
@@ -199,15 +257,22 @@ class Client:
             f"{self.dump()}")
 
     async def close(self, timeout: float = 2.0) -> None:
-        if self.is_open:
-            try:
-                await asyncio.wait_for(self.conn.close(), timeout)
-            except (asyncio.TimeoutError, ConnectionClosed, OSError):
-                pass
+        """Closing handshake: send a close frame and wait for the server's; then drop the TCP connection
+        (without waiting for the server to end it, which some servers delay)."""
+        closing = asyncio.create_task(self.conn.close()) if self.is_open else None
         try:
-            await asyncio.wait_for(asyncio.shield(self._reader), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            self._reader.cancel()
+            await asyncio.wait_for(self.closed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        if self.conn.transport is not None:
+            self.conn.transport.abort()
+        for task in (closing, self._drain):
+            if task is None:
+                continue
+            try:
+                await asyncio.wait_for(task, timeout)
+            except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionClosed, OSError):
+                task.cancel()
 
 
 async def open_ws(url: str, *, headers: Mapping[str, str] | None = None, subprotocols: Iterable[str] | None = None,
@@ -219,6 +284,7 @@ async def open_ws(url: str, *, headers: Mapping[str, str] | None = None, subprot
             url, additional_headers=dict(headers or {}), subprotocols=list(subprotocols) if subprotocols else None,
             compression=None, proxy=None, ping_interval=None, ping_timeout=None,
             open_timeout=config.OPEN_TIMEOUT, close_timeout=2, max_size=max_size, max_queue=None,
+            create_connection=RecordingConnection,
         )
     except InvalidStatus as exc:
         resp = exc.response

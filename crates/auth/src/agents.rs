@@ -130,7 +130,7 @@ pub fn dummy_hash() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(dummy_hash(), dummy_hash());
     }
 
-    fn record(id: &str, username: &str) -> AgentRecord {
+    pub(crate) fn record(id: &str, username: &str) -> AgentRecord {
         AgentRecord {
             id: id.into(),
             username: username.into(),
@@ -161,15 +161,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn agent_store() {
-        let store = MemoryAgentStore::default();
+    /// Behaviour every [`AgentStore`] shares (the Redis one runs it in `crate::redis_store`).
+    pub(crate) async fn agent_store(store: &dyn AgentStore) {
         store.create(record("a1", "ada")).await.expect("creates");
         assert!(matches!(store.create(record("a2", "ada")).await, Err(AgentStoreError::AlreadyExists)));
         assert!(matches!(store.create(record("a1", "bob")).await, Err(AgentStoreError::AlreadyExists)));
-        assert_eq!(store.by_username("ada").await.expect("answers").map(|r| r.id), Some("a1".into()));
+        assert!(store.by_username("bob").await.expect("answers").is_none(), "a failed create leaves nothing");
+        let ada = store.by_username("ada").await.expect("answers").expect("found");
+        assert_eq!((ada.id.as_str(), ada.name.as_str(), ada.password_hash.as_str()), ("a1", "Ada", "$argon2id$secret-hash"));
+        assert!(!ada.disabled);
         assert_eq!(store.by_id("a1").await.expect("answers").map(|r| r.username), Some("ada".into()));
-        assert!(store.by_username("bob").await.expect("answers").is_none());
+        assert!(store.by_id("a2").await.expect("answers").is_none());
         assert!(!format!("{:?}", record("a1", "ada")).contains("secret-hash"));
+    }
+
+    #[tokio::test]
+    async fn memory_agent_store() {
+        agent_store(&MemoryAgentStore::default()).await;
     }
 }

@@ -9,11 +9,13 @@
 //! - [`error`]: [`TokenError`], one variant per token error code.
 //! - [`keys`]: [`Keyring`]: signing and verification with key rotation.
 //! - [`store`]: [`TokenStore`]: families, refresh tokens and revocations
-//!   ([`MemoryTokenStore`]).
+//!   ([`MemoryTokenStore`]; [`RedisTokenStore`] for a cluster).
 //! - [`tokens`]: [`Authenticator`], the service the gateway calls: issue, verify with
 //!   revocation, refresh, logout.
 //! - [`agents`]: agent accounts ([`AgentStore`]) and argon2id password hashes.
 //! - [`lockout`]: [`LoginThrottle`], failed-login lock-out.
+//! - [`redis_store`]: the Redis implementations of the three stores, shared by the
+//!   nodes of a cluster ([`RedisTokenStore`], [`RedisAgentStore`], [`RedisLoginThrottle`]).
 //!
 //! Nothing here logs or formats a secret: types that hold a token, password hash or
 //! key implement `Debug` by hand and mask it.
@@ -25,6 +27,7 @@ pub mod claims;
 pub mod error;
 pub mod keys;
 pub mod lockout;
+pub mod redis_store;
 pub mod roles;
 pub mod store;
 pub mod tokens;
@@ -37,6 +40,7 @@ pub use claims::{pattern_matches, Audience, Claims};
 pub use error::TokenError;
 pub use keys::{IssuedToken, Keyring, KeyringConfig, KeyringError, TokenSpec};
 pub use lockout::{LoginThrottle, MemoryLoginThrottle};
+pub use redis_store::{RedisAgentStore, RedisLoginThrottle, RedisTokenStore};
 pub use roles::{Role, UnknownRole};
 pub use store::{Family, MemoryTokenStore, RefreshState, RotateOutcome, StoreError, TokenStore};
 pub use tokens::{hash_refresh_token, AuthError, Authenticator, FamilySpec, TokenPair, REFRESH_PREFIX, REFRESH_TTL};

@@ -83,12 +83,14 @@ impl LoginThrottle for MemoryLoginThrottle {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Behaviour every [`LoginThrottle`] shares (the Redis one runs it in
+    //! `crate::redis_store`).
+
     use super::*;
 
-    #[tokio::test]
-    async fn locks_after_n_failures_until_the_window_passes() {
-        let throttle = MemoryLoginThrottle::new(3, Duration::from_millis(200));
+    /// `throttle` locks after 3 failures within 200 ms.
+    pub(crate) async fn locks_after_n_failures_until_the_window_passes(throttle: &dyn LoginThrottle) {
         for _ in 0..2 {
             throttle.record_failure("ada").await.expect("records");
         }
@@ -101,15 +103,32 @@ mod tests {
         assert!(!throttle.is_locked("ada").await.expect("answers"), "window passed");
     }
 
-    #[tokio::test]
-    async fn clear_unlocks_and_memory_stays_bounded() {
-        let throttle = MemoryLoginThrottle::new(2, Duration::from_secs(60));
+    /// `throttle` locks after 2 failures within a long window.
+    pub(crate) async fn clear_unlocks(throttle: &dyn LoginThrottle) {
         for _ in 0..10 {
             throttle.record_failure("ada").await.expect("records");
         }
         assert!(throttle.is_locked("ada").await.expect("answers"));
-        assert_eq!(throttle.inner.lock().by_username["ada"].len(), 2);
         throttle.clear("ada").await.expect("clears");
         assert!(!throttle.is_locked("ada").await.expect("answers"));
+        throttle.record_failure("ada").await.expect("records");
+        assert!(!throttle.is_locked("ada").await.expect("answers"), "counting starts again");
+        throttle.clear("ada").await.expect("clears");
+    }
+
+    #[tokio::test]
+    async fn memory_locks_after_n_failures_until_the_window_passes() {
+        let throttle = MemoryLoginThrottle::new(3, Duration::from_millis(200));
+        locks_after_n_failures_until_the_window_passes(&throttle).await;
+    }
+
+    #[tokio::test]
+    async fn memory_clear_unlocks_and_memory_stays_bounded() {
+        let throttle = MemoryLoginThrottle::new(2, Duration::from_secs(60));
+        clear_unlocks(&throttle).await;
+        for _ in 0..10 {
+            throttle.record_failure("ada").await.expect("records");
+        }
+        assert_eq!(throttle.inner.lock().by_username["ada"].len(), 2);
     }
 }

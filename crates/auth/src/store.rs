@@ -238,12 +238,17 @@ impl TokenStore for MemoryTokenStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Behaviour every [`TokenStore`] shares, run against each implementation (the Redis
+    //! one in `crate::redis_store`).
+
+    use std::sync::Arc;
+
     use super::*;
 
     const TTL: Duration = Duration::from_secs(60);
 
-    fn family(id: &str) -> Family {
+    pub(crate) fn family(id: &str) -> Family {
         Family {
             id: id.into(),
             sub: "c1".into(),
@@ -256,42 +261,94 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn rotation_chain_and_reuse() {
-        let store = MemoryTokenStore::default();
+    pub(crate) async fn rotation_chain_and_reuse(store: &dyn TokenStore) {
         store.put_refresh(&family("f"), "h1", TTL).await.expect("stores");
         assert_eq!(store.family_of("h1").await.expect("answers"), Some((family("f"), RefreshState::Live)));
         assert_eq!(store.rotate("h1", "h2", TTL).await.expect("answers"), RotateOutcome::Rotated(family("f")));
         assert_eq!(store.family_of("h1").await.expect("answers").map(|f| f.1), Some(RefreshState::Spent));
+        assert_eq!(store.family_of("h2").await.expect("answers").map(|f| f.1), Some(RefreshState::Live));
         assert!(!store.is_family_revoked("f").await.expect("answers"));
 
         assert_eq!(store.rotate("h1", "h3", TTL).await.expect("answers"), RotateOutcome::Reused(family("f")));
         assert!(store.is_family_revoked("f").await.expect("answers"));
         assert_eq!(store.rotate("h3", "h4", TTL).await.expect("answers"), RotateOutcome::Unknown, "h3 never stored");
+        assert_eq!(store.family_of("h3").await.expect("answers"), None);
         assert_eq!(store.family_of("h2").await.expect("answers").map(|f| f.1), Some(RefreshState::Revoked));
         assert_eq!(store.rotate("h2", "h5", TTL).await.expect("answers"), RotateOutcome::Revoked(family("f")));
         assert_eq!(store.rotate("h1", "h6", TTL).await.expect("answers"), RotateOutcome::Reused(family("f")));
         assert_eq!(store.rotate("nope", "h7", TTL).await.expect("answers"), RotateOutcome::Unknown);
+        assert_eq!(store.family_of("nope").await.expect("answers"), None);
+
+        assert!(!store.is_jti_revoked("j").await.expect("answers"));
+        store.revoke_jti("j", TTL).await.expect("stores");
+        assert!(store.is_jti_revoked("j").await.expect("answers"));
     }
 
-    #[tokio::test]
-    async fn entries_expire() {
-        let store = MemoryTokenStore::default();
+    /// Entries expire with their ttl; a shorter revocation never shortens a longer one.
+    pub(crate) async fn entries_expire(store: &dyn TokenStore) {
         let short = Duration::from_millis(30);
         store.put_refresh(&family("f"), "h1", short).await.expect("stores");
         store.revoke_jti("j", short).await.expect("stores");
         store.revoke_family("g", short).await.expect("stores");
+        store.revoke_jti("long", TTL).await.expect("stores");
+        store.revoke_jti("long", short).await.expect("stores");
         assert!(store.is_jti_revoked("j").await.expect("answers"));
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(store.rotate("h1", "h2", TTL).await.expect("answers"), RotateOutcome::Unknown);
+        assert_eq!(store.family_of("h1").await.expect("answers"), None);
         assert!(!store.is_jti_revoked("j").await.expect("answers"));
         assert!(!store.is_family_revoked("g").await.expect("answers"));
+        assert!(store.is_jti_revoked("long").await.expect("answers"), "not shortened");
+    }
+
+    /// Every node presents the same token at once: exactly one rotates, the others see
+    /// re-use, and the family ends revoked. `nodes` share one store.
+    pub(crate) async fn concurrent_rotation(nodes: &[Arc<dyn TokenStore>]) {
+        nodes[0].put_refresh(&family("f"), "h1", TTL).await.expect("stores");
+        let barrier = Arc::new(tokio::sync::Barrier::new(nodes.len()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let (node, barrier) = (Arc::clone(node), Arc::clone(&barrier));
+            tasks.spawn(async move {
+                barrier.wait().await;
+                (i, node.rotate("h1", &format!("n{i}"), TTL).await.expect("answers"))
+            });
+        }
+        let outcomes = tasks.join_all().await;
+        let winners: Vec<usize> =
+            outcomes.iter().filter(|(_, o)| *o == RotateOutcome::Rotated(family("f"))).map(|(i, _)| *i).collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        let reused = outcomes.iter().filter(|(_, o)| *o == RotateOutcome::Reused(family("f"))).count();
+        assert_eq!(reused, nodes.len() - 1, "{outcomes:?}");
+        let last = &nodes[nodes.len() - 1];
+        assert!(last.is_family_revoked("f").await.expect("answers"));
+        for i in 0..nodes.len() {
+            let state = last.family_of(&format!("n{i}")).await.expect("answers").map(|f| f.1);
+            assert_eq!(state, (i == winners[0]).then_some(RefreshState::Revoked), "n{i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_rotation_chain_and_reuse() {
+        rotation_chain_and_reuse(&MemoryTokenStore::default()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_concurrent_rotation() {
+        let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::default());
+        concurrent_rotation(&vec![store; 16]).await;
+    }
+
+    #[tokio::test]
+    async fn memory_entries_expire() {
+        let store = MemoryTokenStore::default();
+        entries_expire(&store).await;
 
         // A sweep drops what expired.
         store.inner.lock().last_prune = None;
         store.revoke_jti("k", TTL).await.expect("stores");
         let t = store.inner.lock();
         assert!(t.refresh.is_empty() && t.families.is_empty() && t.revoked_families.is_empty());
-        assert_eq!(t.revoked_jtis.len(), 1);
+        assert_eq!(t.revoked_jtis.len(), 2, "long and k");
     }
 }

@@ -18,6 +18,7 @@ use crate::chat::router::Router;
 use crate::chat::store::MemoryChatStore;
 use crate::chat::ChatService;
 use crate::config::{BrokerKind, Settings};
+use crate::hub::room_service::RoomService;
 use crate::hub::rooms::{RoomHub, RoomLimits};
 use crate::hub::users::UserHub;
 use crate::metrics::Metrics;
@@ -127,13 +128,14 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
         history_size: settings.rooms.history_size,
         history_ttl: Duration::from_secs(settings.rooms.history_ttl_secs),
     };
-    let rooms = RoomHub::start(&handles, limits, metrics.clone());
+    let presence: Arc<dyn presence::Presence> = Arc::new(MemoryPresence::new());
+    let rooms = RoomService::new(RoomHub::start(&handles, limits, metrics.clone(), None), presence.clone(), None);
     let users = UserHub::start(&handles);
     let router = Router::new(users.clone(), None);
     let chat = ChatService::new(
         Arc::new(MemoryChatStore::new()),
         agents.clone(),
-        Arc::new(MemoryPresence::new()),
+        presence.clone(),
         router,
         settings.clone(),
         metrics.clone(),
@@ -145,6 +147,7 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
         agents,
         throttle,
         rooms,
+        presence,
         users,
         chat,
         metrics,

@@ -12,7 +12,7 @@ use crate::outbound::{ConnHandle, ConnId};
 
 use crate::chat::ChatService;
 use crate::config::Settings;
-use crate::hub::rooms::RoomHub;
+use crate::hub::room_service::RoomService;
 use crate::hub::users::UserHub;
 use crate::metrics::Metrics;
 
@@ -23,7 +23,8 @@ pub struct Gateway {
     pub auth: Arc<Authenticator>,
     pub agents: Arc<dyn AgentStore>,
     pub login_throttle: Arc<dyn LoginThrottle>,
-    pub rooms: RoomHub,
+    pub rooms: RoomService,
+    pub presence: Arc<dyn presence::Presence>,
     pub users: UserHub,
     pub chat: ChatService,
     pub slots: Arc<ConnectionSlots>,
@@ -44,7 +45,8 @@ impl Gateway {
         auth: Arc<Authenticator>,
         agents: Arc<dyn AgentStore>,
         login_throttle: Arc<dyn LoginThrottle>,
-        rooms: RoomHub,
+        rooms: RoomService,
+        presence: Arc<dyn presence::Presence>,
         users: UserHub,
         chat: ChatService,
         metrics: Arc<Metrics>,
@@ -63,6 +65,7 @@ impl Gateway {
             agents,
             login_throttle,
             rooms,
+            presence,
             users,
             chat,
             metrics,

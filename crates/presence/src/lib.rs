@@ -29,6 +29,25 @@ pub enum Transition {
     Unchanged,
 }
 
+/// A subscriber of a room, as the presence route lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomMember {
+    pub user_id: String,
+    pub role: String,
+    pub name: String,
+}
+
+/// A room member with its number of subscribed connections (all nodes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomMemberCount {
+    pub user_id: String,
+    pub role: String,
+    pub name: String,
+    pub connections: usize,
+}
+
 #[async_trait::async_trait]
 pub trait Presence: Send + Sync + 'static {
     /// A connection of `user` opened. `agent` marks agents (for availability).
@@ -40,4 +59,13 @@ pub trait Presence: Send + Sync + 'static {
     async fn set_away(&self, agent: &str, away: bool) -> Result<(), PresenceError>;
     /// Agents online and not away, in no particular order.
     async fn available_agents(&self) -> Result<Vec<String>, PresenceError>;
+
+    /// A connection subscribed to `room`; `CameOnline` when it is the user's first in
+    /// that room, anywhere. Joining twice with the same `conn` changes nothing.
+    async fn room_join(&self, room: &str, conn: &str, member: &RoomMember) -> Result<Transition, PresenceError>;
+    /// A connection left `room`; `WentOffline` when it was the user's last there.
+    async fn room_leave(&self, room: &str, conn: &str, user: &str) -> Result<Transition, PresenceError>;
+    /// The room's members, one entry per user, sorted by user id.
+    async fn room_members(&self, room: &str) -> Result<Vec<RoomMemberCount>, PresenceError>;
+    async fn is_room_member(&self, room: &str, user: &str) -> Result<bool, PresenceError>;
 }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
 
-use crate::{Presence, PresenceError, Transition};
+use crate::{Presence, PresenceError, RoomMember, RoomMemberCount, Transition};
 
 #[derive(Default)]
 struct Online {
@@ -14,6 +14,8 @@ struct Online {
     agents: HashSet<String>,
     /// Agents that said `away` (kept while they are offline too).
     away: HashSet<String>,
+    /// Room → connection → member.
+    rooms: HashMap<String, HashMap<String, RoomMember>>,
 }
 
 /// The single-node [`Presence`]: one mutex, held only for map updates.
@@ -73,6 +75,53 @@ impl Presence for MemoryPresence {
         let inner = self.inner.lock();
         Ok(inner.agents.iter().filter(|a| !inner.away.contains(*a)).cloned().collect())
     }
+
+    async fn room_join(&self, room: &str, conn: &str, member: &RoomMember) -> Result<Transition, PresenceError> {
+        let mut inner = self.inner.lock();
+        let members = inner.rooms.entry(room.to_string()).or_default();
+        if members.contains_key(conn) {
+            return Ok(Transition::Unchanged);
+        }
+        let first = !members.values().any(|m| m.user_id == member.user_id);
+        members.insert(conn.to_string(), member.clone());
+        Ok(if first { Transition::CameOnline } else { Transition::Unchanged })
+    }
+
+    async fn room_leave(&self, room: &str, conn: &str, user: &str) -> Result<Transition, PresenceError> {
+        let mut inner = self.inner.lock();
+        let Some(members) = inner.rooms.get_mut(room) else { return Ok(Transition::Unchanged) };
+        if members.remove(conn).is_none() {
+            return Ok(Transition::Unchanged);
+        }
+        let last = !members.values().any(|m| m.user_id == user);
+        if members.is_empty() {
+            inner.rooms.remove(room);
+        }
+        Ok(if last { Transition::WentOffline } else { Transition::Unchanged })
+    }
+
+    async fn room_members(&self, room: &str) -> Result<Vec<RoomMemberCount>, PresenceError> {
+        let inner = self.inner.lock();
+        let mut by_user: HashMap<&str, RoomMemberCount> = HashMap::new();
+        for m in inner.rooms.get(room).into_iter().flat_map(|r| r.values()) {
+            by_user
+                .entry(&m.user_id)
+                .or_insert_with(|| RoomMemberCount {
+                    user_id: m.user_id.clone(),
+                    role: m.role.clone(),
+                    name: m.name.clone(),
+                    connections: 0,
+                })
+                .connections += 1;
+        }
+        let mut list: Vec<_> = by_user.into_values().collect();
+        list.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(list)
+    }
+
+    async fn is_room_member(&self, room: &str, user: &str) -> Result<bool, PresenceError> {
+        Ok(self.inner.lock().rooms.get(room).is_some_and(|r| r.values().any(|m| m.user_id == user)))
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +138,22 @@ mod tests {
         assert_eq!(p.disconnected("u", "n1:1").await.unwrap(), Transition::Unchanged, "closing twice changes nothing");
         assert_eq!(p.disconnected("u", "n2:1").await.unwrap(), Transition::WentOffline);
         assert!(!p.is_online("u").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn room_membership_counts_connections_per_user() {
+        let p = MemoryPresence::new();
+        let m = |u: &str| RoomMember { user_id: u.into(), role: "device".into(), name: u.into() };
+        assert_eq!(p.room_join("r", "c1", &m("u1")).await.unwrap(), Transition::CameOnline);
+        assert_eq!(p.room_join("r", "c1", &m("u1")).await.unwrap(), Transition::Unchanged);
+        assert_eq!(p.room_join("r", "c2", &m("u1")).await.unwrap(), Transition::Unchanged);
+        assert_eq!(p.room_join("r", "c3", &m("u2")).await.unwrap(), Transition::CameOnline);
+        let members = p.room_members("r").await.unwrap();
+        assert_eq!(members.iter().map(|m| (m.user_id.as_str(), m.connections)).collect::<Vec<_>>(), [("u1", 2), ("u2", 1)]);
+        assert_eq!(p.room_leave("r", "c1", "u1").await.unwrap(), Transition::Unchanged);
+        assert_eq!(p.room_leave("r", "c2", "u1").await.unwrap(), Transition::WentOffline);
+        assert!(!p.is_room_member("r", "u1").await.unwrap());
+        assert!(p.is_room_member("r", "u2").await.unwrap());
     }
 
     #[tokio::test]

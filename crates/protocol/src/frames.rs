@@ -497,3 +497,46 @@ mod tests {
         assert_eq!(&*ok, r#"{"type":"ok","ref":5}"#);
     }
 }
+
+/// A notice frame split around its `seq`, so that whoever numbers the notice (the
+/// room shard, or a Redis script) can splice the number in without re-encoding:
+/// `head + seq + tail` is exactly what [`NoticeFrame`] encodes to.
+pub fn notice_parts(room: &str, event: Option<&str>, data: &RawValue, ts: &str) -> (String, String) {
+    let mut head = String::with_capacity(48 + room.len());
+    head.push_str(r#"{"type":"notice","room":"#);
+    head.push_str(&serde_json::to_string(room).unwrap_or_else(|_| "\"\"".into()));
+    head.push_str(r#","seq":"#);
+    let mut tail = String::with_capacity(32 + data.get().len());
+    if let Some(event) = event {
+        tail.push_str(r#","event":"#);
+        tail.push_str(&serde_json::to_string(event).unwrap_or_else(|_| "\"\"".into()));
+    }
+    tail.push_str(r#","data":"#);
+    tail.push_str(data.get());
+    tail.push_str(r#","ts":"#);
+    tail.push_str(&serde_json::to_string(ts).unwrap_or_else(|_| "\"\"".into()));
+    tail.push('}');
+    (head, tail)
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+
+    #[test]
+    fn parts_splice_to_the_encoded_frame() {
+        let data = RawValue::from_string(r#"{"x":"y\"z"}"#.into()).expect("raw");
+        for event in [None, Some("ev\"1")] {
+            let (head, tail) = notice_parts("r\"1", event, &data, "2026-01-01T00:00:00.000Z");
+            let framed = encode(&NoticeFrame {
+                kind: "notice",
+                room: "r\"1",
+                seq: 42,
+                event,
+                data: &data,
+                ts: "2026-01-01T00:00:00.000Z",
+            });
+            assert_eq!(format!("{head}42{tail}"), &*framed);
+        }
+    }
+}

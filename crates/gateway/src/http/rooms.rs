@@ -8,7 +8,6 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::{caller, ApiError};
-use crate::hub::rooms::{IsMember, Members, Publish};
 use crate::state::Gateway;
 use crate::ws::validate_room;
 
@@ -34,12 +33,7 @@ pub async fn publish(
     let body = body.into_inner();
     let room: Arc<str> = room.into();
     gw.metrics.notices_published.inc();
-    let seq = gw
-        .rooms
-        .shard(&room)
-        .send(Publish { room: room.clone(), event: body.event, data: body.data })
-        .await
-        .map_err(|_| ApiError::unavailable())?;
+    let seq = gw.rooms.publish(room.clone(), body.event, body.data).await.map_err(|_| ApiError::unavailable())?;
     Ok(HttpResponse::Accepted().json(json!({ "room": &*room, "seq": seq })))
 }
 
@@ -51,18 +45,14 @@ pub async fn presence(
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
     let room: Arc<str> = path.into_inner().into();
-    let shard = gw.rooms.shard(&room);
     if !caller.is_service() {
-        let member = shard
-            .send(IsMember { room: room.clone(), user: caller.claims.sub.as_str().into() })
-            .await
-            .map_err(|_| ApiError::unavailable())?;
+        let member = gw.rooms.is_member(&room, &caller.claims.sub).await.map_err(|_| ApiError::unavailable())?;
         if !member {
             return Err(ApiError::forbidden(
                 "only a service token or a current subscriber of the room may list its members",
             ));
         }
     }
-    let members = shard.send(Members { room: room.clone() }).await.map_err(|_| ApiError::unavailable())?;
+    let members = gw.rooms.members(&room).await.map_err(|_| ApiError::unavailable())?;
     Ok(HttpResponse::Ok().json(json!({ "room": &*room, "members": members })))
 }

@@ -7,6 +7,7 @@
 //! always handled by the same shard, so that no single actor sees every message of
 //! the node.
 
+pub mod room_service;
 pub mod rooms;
 pub mod users;
 

@@ -28,7 +28,8 @@ use super::{Endpoint, Identity};
 use crate::chat::replay::{Replay, ReplayDone, ReplayPage};
 use crate::chat::service::{message_frame, Actor as ChatActor};
 use crate::chat::{ChatAnswer, ChatError};
-use crate::hub::rooms::{Join, Leave, Member, Publish};
+use crate::hub::room_service::JoinRequest;
+use crate::hub::rooms::Member;
 use crate::hub::users::{Register, Unregister, UserConn};
 use crate::outbound::{Budget, ConnHandle, ConnId, Control, Outbound};
 use crate::state::{Gateway, SlotGuard};
@@ -309,12 +310,20 @@ impl Connection {
         for room in std::mem::take(&mut self.push_rooms) {
             let room: Arc<str> = room.into();
             self.rooms.push(room.clone());
-            self.gw.rooms.shard(&room).do_send(Join {
+            let req = JoinRequest {
                 room,
                 member: self.member(&identity, false),
+                conn_key: self.label.clone(),
                 since: None,
                 reference: None,
                 announce: false,
+            };
+            let rooms = self.gw.rooms.clone();
+            let span = self.span.clone();
+            actix::spawn(async move {
+                if let Err(e) = rooms.join(req).await {
+                    tracing::warn!(parent: &span, error = %e, "push subscription failed");
+                }
             });
         }
     }
@@ -382,7 +391,7 @@ impl Connection {
                 };
                 match frame {
                     ClientFrame::Subscribe { room, since } => self.subscribe(&identity, room, since, id, ctx),
-                    ClientFrame::Unsubscribe { room } => self.unsubscribe(room, id),
+                    ClientFrame::Unsubscribe { room } => self.unsubscribe(room, id, ctx),
                     ClientFrame::Publish { room, data, event } => self.publish(&identity, room, data, event, id, ctx),
                     other => self.chat_frame(identity, other, id, ctx),
                 }
@@ -482,21 +491,34 @@ impl Connection {
         if !known {
             self.rooms.push(room.clone());
         }
-        let join =
-            Join { room: room.clone(), member: self.member(identity, true), since, reference: id, announce: true };
+        let req = JoinRequest {
+            room: room.clone(),
+            member: self.member(identity, true),
+            conn_key: self.label.clone(),
+            since,
+            reference: id.clone(),
+            announce: true,
+        };
+        let rooms = self.gw.rooms.clone();
         // Awaited, so that frames after this one see the subscription.
-        let fut = self.gw.rooms.shard(&room).send(join);
-        ctx.wait(fut.into_actor(self).map(|_, _, _| ()));
+        ctx.wait(async move { rooms.join(req).await }.into_actor(self).map(move |result, act, ctx| {
+            if let Err(e) = result {
+                if !known {
+                    act.rooms.retain(|r| *r != room);
+                }
+                act.error(ctx, id.as_ref(), ErrorCode::Unavailable, &format!("cannot subscribe right now: {e}"));
+            }
+        }));
     }
 
-    fn unsubscribe(&mut self, room: String, id: Option<FrameId>) {
+    fn unsubscribe(&mut self, room: String, id: Option<FrameId>, ctx: &mut ws::WebsocketContext<Self>) {
         let room: Arc<str> = room.into();
         self.rooms.retain(|r| *r != room);
-        let leave =
-            Leave { room: room.clone(), conn: self.id, reference: Some(id), handle: Some(self.conn_handle().clone()) };
-        if self.gw.rooms.shard(&room).try_send(leave).is_err() {
-            debug!(parent: &self.span, "room shard busy; unsubscribe dropped");
-        }
+        let Some(identity) = self.identity.clone() else { return };
+        let rooms = self.gw.rooms.clone();
+        let (conn, key, handle) = (self.id, self.label.clone(), self.conn_handle().clone());
+        let fut = async move { rooms.leave(room, conn, &key, &identity.user_id, Some((id, handle))).await };
+        ctx.wait(fut.into_actor(self));
     }
 
     fn publish(
@@ -521,7 +543,9 @@ impl Connection {
         }
         let room: Arc<str> = room.into();
         self.gw.metrics.notices_published.inc();
-        let fut = self.gw.rooms.shard(&room).send(Publish { room: room.clone(), event, data });
+        let rooms = self.gw.rooms.clone();
+        let target = room.clone();
+        let fut = async move { rooms.publish(target, event, data).await };
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
             Ok(seq) => {
                 if let Some(r) = id.as_ref() {
@@ -533,7 +557,7 @@ impl Connection {
                     act.send(ctx, encode(&OkFrame::new(r, Published { room: &room, seq })));
                 }
             }
-            Err(_) => act.error(ctx, id.as_ref(), ErrorCode::Unavailable, "the room service is busy; retry"),
+            Err(e) => act.error(ctx, id.as_ref(), ErrorCode::Unavailable, &format!("not published: {e}; retry")),
         }));
     }
 
@@ -660,13 +684,15 @@ impl Actor for Connection {
         }
         self.gw.metrics.connections_open.dec();
         self.gw.connections.remove(self.id);
-        for room in self.rooms.drain(..) {
-            let leave = Leave { room: room.clone(), conn: self.id, reference: None, handle: None };
-            // Must arrive even when the shard is busy, or the room would keep a dead member.
-            let shard = self.gw.rooms.shard(&room).clone();
+        if let Some(identity) = &self.identity {
+            let rooms = self.gw.rooms.clone();
+            let (conn, key, user) = (self.id, self.label.clone(), identity.user_id.clone());
+            let left: Vec<Arc<str>> = self.rooms.drain(..).collect();
             actix::spawn(
                 async move {
-                    let _ = shard.send(leave).await;
+                    for room in left {
+                        rooms.leave(room, conn, &key, &user, None).await;
+                    }
                 }
                 .instrument(self.span.clone()),
             );
