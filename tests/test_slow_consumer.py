@@ -29,7 +29,8 @@ from harness.ws import Client, bounded_poll, push, typed
 pytestmark = pytest.mark.slow
 
 QUEUE_BYTES = 256 * 1024
-SLOW_ENV = {**MANUAL, "CHAT__LIMITS__OUTBOUND_QUEUE_BYTES": str(QUEUE_BYTES)}
+# a long heartbeat timeout, so that the heartbeat (a paused client answers no ping) is not what closes it
+SLOW_ENV = {**MANUAL, "CHAT__LIMITS__OUTBOUND_QUEUE_BYTES": str(QUEUE_BYTES), "CHAT__HEARTBEAT__TIMEOUT_SECS": "300"}
 CLOSE_WITHIN = config.scaled(30.0)
 RSS_LIMIT_MB = 300
 PROMPT = config.scaled(3.0)  # the most a fast participant may wait for one message during the flood
@@ -69,13 +70,26 @@ class RssSampler:
         return self.max_kb / 1024
 
 
-async def closed_at(ws: Client, started: float, within: float) -> float:
-    """Seconds from ``started`` until the server ended the connection (close seen, or FIN/RST in the kernel)."""
+async def closed_at(ws: Client, started: float, within: float) -> tuple[float, str]:
+    """Seconds from ``started`` until the client sees that the server ended the connection.
+
+    The client does not read, so it learns of the end from its kernel: TCP_INFO leaves ESTABLISHED when a FIN
+    or a RST arrives.  A server that just drops its socket (TCP_USER_TIMEOUT) sends neither; the client then
+    learns of it on its next write, so it keeps writing a frame that has no answer (``hello`` without id)
+    about once a second, as a client that stopped reading may well do.
+    """
     deadline = started + within
+    next_write = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         state = tcp_state(ws)
         if ws.closed.is_set() or state is None or state != TCP_ESTABLISHED:
-            return time.monotonic() - started
+            return time.monotonic() - started, f"tcp state {state}"
+        if time.monotonic() >= next_write:
+            next_write += 1.0
+            try:
+                await asyncio.wait_for(ws.send({"type": "hello", "protocolVersion": 1}), 0.5)
+            except Exception as exc:  # the write failed: the connection is gone
+                return time.monotonic() - started, f"write failed: {exc!r}"
         await asyncio.sleep(0.1)
     raise AssertionError(f"{ws.label}: a client that stopped reading was not closed within {within:.0f}s "
                          f"(client TCP state {tcp_state(ws)}; frames recorded before pausing: {len(ws.frames)})")
@@ -172,21 +186,22 @@ async def test_slow_consumer_flooded_with_room_notices(start_node, tokens):
     with RssSampler(node.proc.pid) as rss:
         flood_task = asyncio.create_task(flood())
         chat_task = asyncio.create_task(chat_to_fast(aws, fast, sid, 60, 1000, latencies, pause=0.05))
-        took = await closed_at(slow, started, CLOSE_WITHIN)
+        took, how = await closed_at(slow, started, CLOSE_WITHIN)
         flood_seqs = await chat_task
         await flood_task
         flood_done = time.monotonic()
         got = await listener.wait_n(typed("notice", room=room), notices, timeout=config.scaled(20.0),
                                     desc="every notice on the listener")
         lag = time.monotonic() - flood_done
-    print(f"slow consumer closed after {took:.1f}s; chat latency max {max(latencies):.2f}s; "
+    code, reason = await how_it_ended(slow)
+    print(f"slow consumer closed ({code} {reason!r}) after {took:.1f}s ({how}); chat latency max {max(latencies):.2f}s; "
           f"listener lag {lag:.2f}s; gateway RSS max {rss.max_mb:.0f} MB")
 
     assert sorted(n["seq"] for n in got) == sorted(published), "the listener got every notice"
     assert lag < config.scaled(10.0), f"the listener lagged {lag:.1f}s behind the flood"
     assert max(latencies) < PROMPT, f"a fast participant waited {max(latencies):.2f}s for a message"
     assert rss.max_mb < RSS_LIMIT_MB, f"gateway RSS reached {rss.max_mb:.0f} MB"
-    assert_slow_close(*await how_it_ended(slow))
+    assert_slow_close(code, reason)
 
     # the slow connection is gone from the room; the others still work
     async def gone():
@@ -229,15 +244,16 @@ async def test_slow_consumer_flooded_with_chat_messages(start_node):
 
     with RssSampler(node.proc.pid) as rss:
         flood_task = asyncio.create_task(flood())
-        took = await closed_at(slow, started, CLOSE_WITHIN)
+        took, how = await closed_at(slow, started, CLOSE_WITHIN)
         await flood_task
-    print(f"slow consumer closed after {took:.1f}s; window latency max {max(latencies):.2f}s; "
+    code, reason = await how_it_ended(slow)
+    print(f"slow consumer closed ({code} {reason!r}) after {took:.1f}s ({how}); window latency max {max(latencies):.2f}s; "
           f"gateway RSS max {rss.max_mb:.0f} MB")
     assert seqs == list(range(4, total + 4)), "every message acked in seq order"
     got = [m["seq"] for m in msgs(fast, sid)]
     assert got == list(range(1, total + 4)), "the fast connection got every message once, in order"
     assert max(latencies) < PROMPT * 2, f"a window of {window} took {max(latencies):.2f}s to reach the fast connection"
     assert rss.max_mb < RSS_LIMIT_MB, f"gateway RSS reached {rss.max_mb:.0f} MB"
-    assert_slow_close(*await how_it_ended(slow))
+    assert_slow_close(code, reason)
     await fast.assert_alive()
     await check_replay(node, customer, sid, seqs)

@@ -168,7 +168,10 @@ pub(crate) mod tests {
         assert!(matches!(store.create(record("a1", "bob")).await, Err(AgentStoreError::AlreadyExists)));
         assert!(store.by_username("bob").await.expect("answers").is_none(), "a failed create leaves nothing");
         let ada = store.by_username("ada").await.expect("answers").expect("found");
-        assert_eq!((ada.id.as_str(), ada.name.as_str(), ada.password_hash.as_str()), ("a1", "Ada", "$argon2id$secret-hash"));
+        assert_eq!(
+            (ada.id.as_str(), ada.name.as_str(), ada.password_hash.as_str()),
+            ("a1", "Ada", "$argon2id$secret-hash")
+        );
         assert!(!ada.disabled);
         assert_eq!(store.by_id("a1").await.expect("answers").map(|r| r.username), Some("ada".into()));
         assert!(store.by_id("a2").await.expect("answers").is_none());

@@ -339,7 +339,13 @@ impl RedisLoginThrottle {
 impl LoginThrottle for RedisLoginThrottle {
     async fn is_locked(&self, username: &str) -> Result<bool, StoreError> {
         let (key, window) = (self.key(username), self.window_micros());
-        IS_LOCKED.key(key).arg(window).arg(self.max_failures).invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
+        IS_LOCKED
+            .key(key)
+            .arg(window)
+            .arg(self.max_failures)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
     async fn record_failure(&self, username: &str) -> Result<(), StoreError> {
@@ -374,9 +380,14 @@ mod tests {
         (server, conn)
     }
 
+    /// A connection that gives up quickly, so a dead server fails the call fast.
     async fn connect(server: &RedisServer) -> ConnectionManager {
         let client = redis::Client::open(server.url()).expect("a valid URL");
-        client.get_connection_manager().await.expect("connects")
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        client.get_connection_manager_with_config(config).await.expect("connects")
     }
 
     /// Every key under `prefix` with its remaining ttl in ms (-1: none).

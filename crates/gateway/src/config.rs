@@ -206,6 +206,11 @@ pub struct LimitSettings {
     pub token_requests_per_min: u32,
     /// `TCP_USER_TIMEOUT` of accepted sockets: unacknowledged data this old drops the connection.
     pub tcp_user_timeout_secs: u64,
+    /// A WebSocket whose socket takes no byte of waiting data for this long is cut.
+    pub write_stall_secs: u64,
+    /// `SO_SNDBUF` of accepted sockets (0: the kernel's autotuning). Small buffers
+    /// bound the kernel memory a client that stops reading can pin.
+    pub socket_send_buffer_bytes: usize,
 }
 
 impl Default for LimitSettings {
@@ -219,6 +224,8 @@ impl Default for LimitSettings {
             outbound_queue_bytes: 1_048_576,
             token_requests_per_min: 30,
             tcp_user_timeout_secs: 20,
+            write_stall_secs: 15,
+            socket_send_buffer_bytes: 262_144,
         }
     }
 }
@@ -357,7 +364,7 @@ impl Settings {
         if self.auth.service_token.as_deref() == Some("") {
             return Err(invalid("auth.service_token", "must not be empty when set"));
         }
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 13] = [
             ("heartbeat.interval_secs", self.heartbeat.interval_secs),
             ("heartbeat.timeout_secs", self.heartbeat.timeout_secs),
             ("auth.timeout_secs", self.auth.timeout_secs),
@@ -370,6 +377,7 @@ impl Settings {
             ("limits.messages_burst", self.limits.messages_burst.into()),
             ("limits.outbound_queue_bytes", self.limits.outbound_queue_bytes as u64),
             ("limits.token_requests_per_min", self.limits.token_requests_per_min.into()),
+            ("limits.write_stall_secs", self.limits.write_stall_secs),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -184,7 +184,10 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
             })
             .configure(crate::http::routes)
     })
-    .on_connect(crate::ws::socket::on_connect(Duration::from_secs(settings.limits.tcp_user_timeout_secs.max(1))))
+    .on_connect(crate::ws::socket::on_connect(
+        Duration::from_secs(settings.limits.tcp_user_timeout_secs.max(1)),
+        settings.limits.socket_send_buffer_bytes,
+    ))
     .workers(workers)
     .max_connection_rate(2048)
     .backlog(4096)

@@ -3,14 +3,20 @@
 //! # Layout
 //! - [`Presence`]: the trait the gateway uses: connections per user, agent availability.
 //! - [`MemoryPresence`]: the single-node implementation (`broker.kind = "memory"`).
+//! - [`RedisPresence`]: the cluster implementation (`broker.kind = "redis"`): any number of
+//!   nodes sharing one Redis, with node liveness and reaping of dead nodes' connections.
 //!
 //! A user is online while at least one of their connections is open, on any node.
 //! An agent is available while online and not `away`. Connection ids must be unique
 //! across the cluster (the gateway prefixes them with its node id).
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod conformance;
 mod memory;
+mod redis;
 
+pub use self::redis::{GoneUser, Reaped, RedisPresence};
 pub use memory::MemoryPresence;
 
 /// Presence could not be read or written (the shared store is unreachable).

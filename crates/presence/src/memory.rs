@@ -128,46 +128,22 @@ impl Presence for MemoryPresence {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn first_and_last_connection_are_transitions() {
-        let p = MemoryPresence::new();
-        assert_eq!(p.connected("u", false, "n1:1").await.unwrap(), Transition::CameOnline);
-        assert_eq!(p.connected("u", false, "n2:1").await.unwrap(), Transition::Unchanged);
-        assert!(p.is_online("u").await.unwrap());
-        assert_eq!(p.disconnected("u", "n1:1").await.unwrap(), Transition::Unchanged);
-        assert_eq!(p.disconnected("u", "n1:1").await.unwrap(), Transition::Unchanged, "closing twice changes nothing");
-        assert_eq!(p.disconnected("u", "n2:1").await.unwrap(), Transition::WentOffline);
-        assert!(!p.is_online("u").await.unwrap());
+    macro_rules! conformance {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $name() {
+                crate::conformance::$name(&MemoryPresence::new()).await;
+            }
+        )*};
     }
 
-    #[tokio::test]
-    async fn room_membership_counts_connections_per_user() {
-        let p = MemoryPresence::new();
-        let m = |u: &str| RoomMember { user_id: u.into(), role: "device".into(), name: u.into() };
-        assert_eq!(p.room_join("r", "c1", &m("u1")).await.unwrap(), Transition::CameOnline);
-        assert_eq!(p.room_join("r", "c1", &m("u1")).await.unwrap(), Transition::Unchanged);
-        assert_eq!(p.room_join("r", "c2", &m("u1")).await.unwrap(), Transition::Unchanged);
-        assert_eq!(p.room_join("r", "c3", &m("u2")).await.unwrap(), Transition::CameOnline);
-        let members = p.room_members("r").await.unwrap();
-        assert_eq!(members.iter().map(|m| (m.user_id.as_str(), m.connections)).collect::<Vec<_>>(), [("u1", 2), ("u2", 1)]);
-        assert_eq!(p.room_leave("r", "c1", "u1").await.unwrap(), Transition::Unchanged);
-        assert_eq!(p.room_leave("r", "c2", "u1").await.unwrap(), Transition::WentOffline);
-        assert!(!p.is_room_member("r", "u1").await.unwrap());
-        assert!(p.is_room_member("r", "u2").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn away_agents_are_not_available() {
-        let p = MemoryPresence::new();
-        p.connected("a1", true, "c1").await.unwrap();
-        p.connected("a2", true, "c2").await.unwrap();
-        p.connected("cust", false, "c3").await.unwrap();
-        let mut avail = p.available_agents().await.unwrap();
-        avail.sort();
-        assert_eq!(avail, vec!["a1", "a2"]);
-        p.set_away("a1", true).await.unwrap();
-        assert_eq!(p.available_agents().await.unwrap(), vec!["a2"]);
-        p.disconnected("a2", "c2").await.unwrap();
-        assert!(p.available_agents().await.unwrap().is_empty());
-    }
+    conformance!(
+        first_and_last_connection_are_transitions,
+        repeated_connection_ids_change_nothing,
+        room_membership_counts_connections_per_user,
+        rooms_are_independent_and_vanish_when_empty,
+        away_agents_are_not_available,
+        away_survives_reconnects,
+        agent_flag_ends_with_the_last_connection,
+    );
 }

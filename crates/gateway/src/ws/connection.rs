@@ -655,7 +655,8 @@ impl Actor for Connection {
         if let Some(fd) = self.socket.take() {
             // Frozen longer than the heartbeat timeout plus one interval: cut it.
             let stall = self.gw.settings.heartbeat_timeout() + self.gw.settings.heartbeat_interval();
-            self.watched = Some(socket::watch(&fd, budget.clone(), stall));
+            let write_stall = Duration::from_secs(self.gw.settings.limits.write_stall_secs);
+            self.watched = Some(socket::watch(&fd, budget.clone(), stall, write_stall));
         }
         self.handle = Some(handle);
         self.budget = Some(budget);

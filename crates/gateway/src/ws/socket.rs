@@ -36,11 +36,14 @@ const OVERFLOW_GRACE: Duration = Duration::from_secs(2);
 pub struct SocketFd(RawFd);
 
 /// `HttpServer::on_connect`: socket options, and the fd for the watchdog.
-pub fn on_connect(user_timeout: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + Clone + 'static {
+pub fn on_connect(user_timeout: Duration, send_buffer: usize) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + Clone + 'static {
     move |conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let sock = socket2::SockRef::from(tcp);
             let _ = sock.set_tcp_user_timeout(Some(user_timeout));
+            if send_buffer > 0 {
+                let _ = sock.set_send_buffer_size(send_buffer);
+            }
             let _ = tcp.set_nodelay(true);
             ext.insert(Rc::new(SocketFd(tcp.as_raw_fd())));
         }
@@ -56,6 +59,11 @@ pub struct Watched {
     overflowed_at: Cell<Option<Instant>>,
     /// No progress for this long: the connection is frozen.
     stall: Duration,
+    /// Bytes waiting in the socket's send queue at the last look, and since when
+    /// that queue has not shrunk.
+    unsent: Cell<(usize, Option<Instant>)>,
+    /// The socket took nothing for this long while data waited: the client stopped reading.
+    write_stall: Duration,
 }
 
 impl Watched {
@@ -71,13 +79,15 @@ thread_local! {
 }
 
 /// Watch a connection; the returned handle is stamped by the actor.
-pub fn watch(fd: &Rc<SocketFd>, budget: Arc<Budget>, stall: Duration) -> Rc<Watched> {
+pub fn watch(fd: &Rc<SocketFd>, budget: Arc<Budget>, stall: Duration, write_stall: Duration) -> Rc<Watched> {
     let watched = Rc::new(Watched {
         fd: Rc::downgrade(fd),
         budget,
         progress: Cell::new(Instant::now()),
         overflowed_at: Cell::new(None),
         stall,
+        unsent: Cell::new((0, None)),
+        write_stall,
     });
     WATCHLIST.with(|list| {
         let mut list = list.borrow_mut();
@@ -105,11 +115,24 @@ async fn patrol() {
                     w.overflowed_at.set(Some(now));
                 }
                 let overflow_expired = w.overflowed_at.get().is_some_and(|at| now.duration_since(at) >= OVERFLOW_GRACE);
-                let stalled = now.duration_since(w.progress.get()) > w.stall;
-                if overflow_expired || stalled {
+                let frozen = now.duration_since(w.progress.get()) > w.stall;
+                let unsent = unsent_bytes(&fd);
+                let (before, since) = w.unsent.get();
+                let since = match (unsent, since) {
+                    (0, _) => None,
+                    (n, Some(t)) if n >= before => Some(t),
+                    _ => Some(now),
+                };
+                w.unsent.set((unsent, since));
+                let not_reading = since.is_some_and(|t| now.duration_since(t) > w.write_stall);
+                if overflow_expired || frozen || not_reading {
                     info!(
                         pending_bytes = w.budget.pending(),
-                        overflowed, stalled, "cutting a connection that stopped reading"
+                        unsent_bytes = unsent,
+                        overflowed,
+                        frozen,
+                        not_reading,
+                        "cutting a connection that stopped reading"
                     );
                     cut(&fd);
                     return false;
@@ -117,6 +140,19 @@ async fn patrol() {
                 true
             });
         });
+    }
+}
+
+/// Bytes in the socket's send queue not yet acknowledged by the peer (`SIOCOUTQ`).
+#[allow(unsafe_code)]
+fn unsent_bytes(fd: &SocketFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is open (see `cut`); TIOCOUTQ writes one c_int through the pointer.
+    let rc = unsafe { libc::ioctl(fd.0, libc::TIOCOUTQ, &mut n) };
+    if rc == 0 {
+        n.max(0) as usize
+    } else {
+        0
     }
 }
 
