@@ -107,7 +107,14 @@ impl RoomService {
     }
 
     /// Leave a room; with `answer`, queue `unsubscribed` (ref) to `handle`.
-    pub async fn leave(&self, room: Arc<str>, conn: ConnId, conn_key: &str, user: &Arc<str>, answer: Option<(Option<FrameId>, ConnHandle)>) {
+    pub async fn leave(
+        &self,
+        room: Arc<str>,
+        conn: ConnId,
+        conn_key: &str,
+        user: &Arc<str>,
+        answer: Option<(Option<FrameId>, ConnHandle)>,
+    ) {
         let (reference, handle) = match answer {
             Some((r, h)) => (Some(r), Some(h)),
             None => (None, None),
@@ -133,19 +140,33 @@ impl RoomService {
                 }
             }
             None => {
-                let _ = self.hub.shard(room).send(Broadcast { room: room.clone(), frame, except_user: Some(user.clone()) }).await;
+                let _ = self
+                    .hub
+                    .shard(room)
+                    .send(Broadcast { room: room.clone(), frame, except_user: Some(user.clone()) })
+                    .await;
             }
         }
     }
 
-    pub async fn publish(&self, room: Arc<str>, event: Option<String>, data: Box<RawValue>) -> Result<u64, Unavailable> {
+    pub async fn publish(
+        &self,
+        room: Arc<str>,
+        event: Option<String>,
+        data: Box<RawValue>,
+    ) -> Result<u64, Unavailable> {
         match &self.cluster {
             Some(cluster) => {
                 let ts = protocol::time::now_rfc3339();
                 let (head, tail) = notice_parts(&room, event.as_deref(), &data, &ts);
                 cluster.publish(&room, head, tail).await
             }
-            None => self.hub.shard(&room).send(Publish { room: room.clone(), event, data }).await.map_err(|e| Unavailable(e.to_string())),
+            None => self
+                .hub
+                .shard(&room)
+                .send(Publish { room: room.clone(), event, data })
+                .await
+                .map_err(|e| Unavailable(e.to_string())),
         }
     }
 

@@ -322,7 +322,11 @@ impl Handler<Leave> for RoomShard {
             }
         }
         if let (Some(reference), Some(conn)) = (msg.reference, answer_to) {
-            conn.send(&encode(&UnsubscribedFrame { kind: "unsubscribed", reference: reference.as_ref(), room: &msg.room }));
+            conn.send(&encode(&UnsubscribedFrame {
+                kind: "unsubscribed",
+                reference: reference.as_ref(),
+                room: &msg.room,
+            }));
         }
     }
 }
@@ -403,7 +407,12 @@ pub struct RoomHub {
 
 impl RoomHub {
     /// One shard per arbiter; `arbiters` are the threads to spread them over.
-    pub fn start(arbiters: &[ArbiterHandle], limits: RoomLimits, metrics: Arc<Metrics>, filler: Option<Recipient<FillRoom>>) -> RoomHub {
+    pub fn start(
+        arbiters: &[ArbiterHandle],
+        limits: RoomLimits,
+        metrics: Arc<Metrics>,
+        filler: Option<Recipient<FillRoom>>,
+    ) -> RoomHub {
         let shards: Vec<_> = arbiters
             .iter()
             .map(|arbiter| {

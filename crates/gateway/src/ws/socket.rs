@@ -36,7 +36,10 @@ const OVERFLOW_GRACE: Duration = Duration::from_secs(2);
 pub struct SocketFd(RawFd);
 
 /// `HttpServer::on_connect`: socket options, and the fd for the watchdog.
-pub fn on_connect(user_timeout: Duration, send_buffer: usize) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + Clone + 'static {
+pub fn on_connect(
+    user_timeout: Duration,
+    send_buffer: usize,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + Clone + 'static {
     move |conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let sock = socket2::SockRef::from(tcp);
@@ -59,9 +62,9 @@ pub struct Watched {
     overflowed_at: Cell<Option<Instant>>,
     /// No progress for this long: the connection is frozen.
     stall: Duration,
-    /// Bytes waiting in the socket's send queue at the last look, and since when
-    /// that queue has not shrunk.
-    unsent: Cell<(usize, Option<Instant>)>,
+    /// Bytes the peer had acknowledged at the last look, and since when data has been
+    /// waiting with no new acknowledgement.
+    acked: Cell<(u64, Option<Instant>)>,
     /// The socket took nothing for this long while data waited: the client stopped reading.
     write_stall: Duration,
 }
@@ -86,7 +89,7 @@ pub fn watch(fd: &Rc<SocketFd>, budget: Arc<Budget>, stall: Duration, write_stal
         progress: Cell::new(Instant::now()),
         overflowed_at: Cell::new(None),
         stall,
-        unsent: Cell::new((0, None)),
+        acked: Cell::new((0, None)),
         write_stall,
     });
     WATCHLIST.with(|list| {
@@ -116,14 +119,14 @@ async fn patrol() {
                 }
                 let overflow_expired = w.overflowed_at.get().is_some_and(|at| now.duration_since(at) >= OVERFLOW_GRACE);
                 let frozen = now.duration_since(w.progress.get()) > w.stall;
-                let unsent = unsent_bytes(&fd);
-                let (before, since) = w.unsent.get();
-                let since = match (unsent, since) {
-                    (0, _) => None,
-                    (n, Some(t)) if n >= before => Some(t),
+                let (acked, unsent) = send_progress(&fd);
+                let (before, since) = w.acked.get();
+                let since = match since {
+                    _ if unsent == 0 => None,
+                    Some(t) if acked == before => Some(t),
                     _ => Some(now),
                 };
-                w.unsent.set((unsent, since));
+                w.acked.set((acked, since));
                 let not_reading = since.is_some_and(|t| now.duration_since(t) > w.write_stall);
                 if overflow_expired || frozen || not_reading {
                     info!(
@@ -143,17 +146,24 @@ async fn patrol() {
     }
 }
 
-/// Bytes in the socket's send queue not yet acknowledged by the peer (`SIOCOUTQ`).
+/// Bytes the peer has acknowledged so far (`TCP_INFO`), and bytes in the send queue
+/// still waiting for acknowledgement (`SIOCOUTQ`). Zeros when the kernel will not say.
 #[allow(unsafe_code)]
-fn unsent_bytes(fd: &SocketFd) -> usize {
-    let mut n: libc::c_int = 0;
+fn send_progress(fd: &SocketFd) -> (u64, usize) {
+    let mut unsent: libc::c_int = 0;
     // SAFETY: `fd` is open (see `cut`); TIOCOUTQ writes one c_int through the pointer.
-    let rc = unsafe { libc::ioctl(fd.0, libc::TIOCOUTQ, &mut n) };
-    if rc == 0 {
-        n.max(0) as usize
-    } else {
-        0
-    }
+    let rc = unsafe { libc::ioctl(fd.0, libc::TIOCOUTQ, &mut unsent) };
+    let unsent = if rc == 0 { unsent.max(0) as usize } else { 0 };
+    // SAFETY: an all-zero `tcp_info` is a valid value (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` describe a writable buffer of `len` bytes; the kernel
+    // writes at most that much and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(fd.0, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+    };
+    let acked = if rc == 0 { info.tcpi_bytes_acked } else { 0 };
+    (acked, unsent)
 }
 
 /// Reset the connection: no lingering FIN-WAIT socket holding unsent data.
