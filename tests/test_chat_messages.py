@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from harness import config
-from harness.chat import (FAST, MANUAL, assert_contiguous, assert_message, connect, history, msgs, new_agent_user,
+from harness.chat import (MANUAL, assert_contiguous, assert_message, connect, history, msgs, new_agent_user,
                           new_customer, refused, send, session_action, view)
 from harness.http import body_of, call, epoch, error_of
 from harness.ws import fid, typed
@@ -129,6 +126,11 @@ async def test_messages_to_sessions_of_others_are_refused(pool):
     await refused(cws, {"type": "message", "sessionId": "sess-unknown", "text": "?"}, "NOT_FOUND")
     await cws.quiet(typed("message"), desc="a refused message")
     assert (await history(node, agent.token, sid))["messages"] == []
+    # strangers connected to the same node receive nothing of the session
+    ack = await send(cws, sid, "private")
+    await aws.wait(delivered_to(aws, ack["seq"], sid))
+    await saws.quiet(typed("message"), desc="another session's message on a stranger agent")
+    await scws.quiet(typed("message"), within=0.1, desc="another session's message on a stranger customer")
 
 
 async def test_every_connection_of_both_participants_gets_each_message_once(pool):

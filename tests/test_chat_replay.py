@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from harness import config
-from harness.chat import (MANUAL, assert_contiguous, assert_message, connect, msgs, new_agent_user, new_customer,
-                          send, session_action, view)
+from harness.chat import (MANUAL, assert_contiguous, assert_message, connect, connect_slow, history, msgs, new_agent_user,
+                          new_customer, pause_reading, resume_reading, send, session_action)
 from harness.http import body_of
 from harness.ws import chat, open_ws, typed
 
@@ -114,14 +112,8 @@ async def test_backlog_over_max_replay_is_truncated_to_the_newest(pool):
     assert done["count"] == 5 and done["truncated"] is True, done
     assert done["sessions"] == [{"sessionId": sid, "fromSeq": 1, "toSeq": 7}], done
     # the older range is fetchable from the history route
-    older = await cws_history(node, customer.token, sid)
-    assert older == list(range(1, 8))
-
-
-async def cws_history(node, token, sid):
-    from harness.chat import history
-    body = await history(node, token, sid, beforeSeq=8)
-    return [m["seq"] for m in body["messages"]]
+    older = await history(node, customer.token, sid, afterSeq=0, beforeSeq=8)
+    assert [m["seq"] for m in older["messages"]] == list(range(1, 8)), older
 
 
 async def test_own_messages_do_not_count_toward_max_replay(pool):
@@ -159,9 +151,14 @@ async def test_replay_spans_every_session_of_the_user(pool):
 
 
 async def test_a_live_message_during_replay_comes_after_complete_without_gap_or_duplicate(pool):
+    """Live messages are sent as soon as the customer's `hello` arrives, while its replay of a 300-message
+    backlog is under way.  Attempts 0-1 race the replay; in attempt 2 the customer's connection (small
+    receive buffer) stops reading right after `hello` until the live messages are acked, so that they are
+    stored while the replay is still undelivered."""
     node = pool(MANUAL)
     backlog, live = 300, 20
-    for attempt in range(2):
+    overlapped: list[int] = []  # live messages acked before the customer had its complete frame
+    for attempt in range(3):
         agent, customer = await claimed_pair(node)
         sid = customer.session_id
         aws = await connect(node, agent, f"agent-{attempt}")
@@ -171,26 +168,37 @@ async def test_a_live_message_during_replay_comes_after_complete_without_gap_or_
             await aws.send({"type": "message", "id": msg_id, "sessionId": sid, "text": f"backlog {i} " + "z" * 200})
         await aws.wait_n(typed("ack"), backlog, timeout=config.FRAME_WAIT * 4)
 
-        cws = await open_ws(node.ws_url("/ws/chat"), headers={"Authorization": f"Bearer {customer.token}"},
-                            label=f"customer-{attempt}")
+        paused = attempt == 2
+        if paused:
+            cws = await connect_slow(node, customer.token, rcvbuf=4096, label=f"customer-{attempt}")
+            pause_reading(cws)
+        else:
+            cws = await open_ws(node.ws_url("/ws/chat"), headers={"Authorization": f"Bearer {customer.token}"},
+                                label=f"customer-{attempt}")
 
         async def live_sender():
             await cws.wait(typed("hello"))
             for i in range(live):
                 await send(aws, sid, f"live {i}")
+                if not cws.of("offline_messages_complete"):
+                    overlapped.append(i)
+            if paused:
+                resume_reading(cws)
 
         await asyncio.gather(live_sender(), cws.wait(typed("offline_messages_complete"), timeout=config.FRAME_WAIT * 3))
         await cws.wait_n(lambda f: f.get("type") in ("message", "offline_message"), backlog + live,
                          timeout=config.FRAME_WAIT * 2, desc="every message")
         offline, done = replay_of(cws)
         live_seqs = [m["seq"] for m in msgs(cws, sid)]
-        print(f"attempt {attempt}: {len(offline)} replayed, {len(live_seqs)} live after complete")
+        print(f"attempt {attempt}: {len(offline)} replayed, {len(live_seqs)} live after complete, "
+              f"{len(overlapped)} acked before complete so far")
         assert [m["seq"] for m in offline] == list(range(1, len(offline) + 1)), "replay in seq order from 1"
         assert len(offline) >= backlog and done["count"] == len(offline), done
         assert live_seqs == list(range(len(offline) + 1, backlog + live + 1)), \
             f"live after complete continue the replay: replay 1..{len(offline)}, live {live_seqs}"
         assert assert_contiguous(cws, sid) == list(range(1, backlog + live + 1))
         await cws.quiet(lambda f: f.get("type") in ("message", "offline_message"), within=0.3)
+    assert overlapped, "no live message was sent while a replay was under way"
 
 
 async def test_inband_auth_on_a_tokenless_connection_replays(pool):

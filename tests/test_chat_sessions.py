@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from harness import config
 from harness.chat import (FAST, MANUAL, assert_message, assert_session, assigned_to, connect, find_session, history,
                           msgs, new_agent_user, new_customer, refused, send, session_action, sessions,
@@ -29,9 +27,9 @@ async def claimed(node, agent, customer) -> dict:
 # ------------------------------------------------------------------ queue and listing
 async def test_customer_token_opens_a_queued_session_seen_by_agents(pool):
     node = pool(MANUAL)
-    agent = await new_agent_user(node)
-    aws = await connect(node, agent, "agent")
-    mark = aws.mark()
+    agent, other = await new_agent_user(node), await new_agent_user(node)
+    aws, ows = await connect(node, agent, "agent"), await connect(node, other, "other-agent")
+    mark, omark = aws.mark(), ows.mark()
     before = time.time()
     first = await new_customer(node, "Queued One", channel="web")
     second = await new_customer(node, "Queued Two", channel="whatsapp")
@@ -39,6 +37,8 @@ async def test_customer_token_opens_a_queued_session_seen_by_agents(pool):
     ev = await wait_session_event(aws, "session.queued", first.session_id, after=mark)
     assert_session(ev["session"], session_id=first.session_id, status="queued", agent_id=None, customer=first)
     await wait_session_event(aws, "session.queued", second.session_id, after=mark)
+    for sid in (first.session_id, second.session_id):  # every connected agent
+        await wait_session_event(ows, "session.queued", sid, after=omark)
 
     listed = await sessions(node, agent.token, status="queued")
     ids = [s["id"] for s in listed]
@@ -175,13 +175,16 @@ async def test_auto_assignment_respects_max_sessions_per_agent(start_node):
     assert_session(third, status="queued", agent_id=None)
     assert c3.session_id in [s["id"] for s in await sessions(node, a.token, status="queued")]
 
-    # c1's agent frees capacity: the queued session goes to it.
+    # c1's agent frees capacity: the queued session goes to it (and the waiting customer hears of it).
+    c3ws = await connect(node, c3, "customer-3")
     freed = s1["agentId"]
     freed_ws = aws if freed == a.id else bws
-    mark = freed_ws.mark()
+    mark, cmark = freed_ws.mark(), c3ws.mark()
     body_of(await session_action(node, c1.token, c1.session_id, "close"), 200)
     ev = await wait_session_event(freed_ws, "session.assigned", c3.session_id, after=mark)
     assert_session(ev["session"], status="assigned", agent_id=freed, customer=c3)
+    ev = await wait_session_event(c3ws, "session.assigned", c3.session_id, after=cmark)
+    assert ev["session"]["agentId"] == freed, ev
     await assigned_to(node, a.token, c3.session_id, [freed])
 
 
@@ -344,6 +347,18 @@ async def test_close_by_agent_by_frame_and_close_errors(pool):
     assert twice["type"] == "ok" and twice["session"]["status"] == "closed", twice
     await refused(cws, {"type": "message", "sessionId": sid, "text": "late"}, "SESSION_CLOSED")
     assert_session(await find_session(node, agent.token, sid, status="closed"), status="closed")
+
+
+async def test_customer_closes_a_queued_session(pool):
+    node = pool(MANUAL)
+    agent = await new_agent_user(node)
+    customer = await new_customer(node)
+    cws = await connect(node, customer, "customer")
+    s = body_of(await session_action(node, customer.token, customer.session_id, "close"), 200)
+    assert_session(s, session_id=customer.session_id, status="closed", agent_id=None, customer=customer)
+    await wait_session_event(cws, "session.closed", customer.session_id)
+    assert customer.session_id not in [x["id"] for x in await sessions(node, agent.token, status="queued")]
+    error_of(await session_action(node, agent.token, customer.session_id, "claim"), 409, "SESSION_CLOSED")
 
 
 # ------------------------------------------------------------------ switching, unread, read, typing

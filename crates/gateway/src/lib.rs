@@ -15,6 +15,7 @@
 
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod hub;

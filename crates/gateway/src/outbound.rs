@@ -28,6 +28,8 @@ pub enum Control {
     Close(CloseReason),
     /// Liveness from outside the socket (`GET /heartbeat`).
     Touch,
+    /// Live delivery was interrupted (cluster bus outage): fetch what may be missing.
+    Resync,
 }
 
 /// What goes through a connection's outbound queue.
@@ -165,5 +167,9 @@ impl ConnHandle {
 
     pub fn touch(&self) {
         let _ = self.control.try_send(Control::Touch);
+    }
+
+    pub fn control(&self, msg: Control) {
+        let _ = self.control.try_send(msg);
     }
 }

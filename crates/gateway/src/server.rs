@@ -17,11 +17,16 @@ use tracing::{info, warn, Instrument};
 use crate::chat::router::Router;
 use crate::chat::store::MemoryChatStore;
 use crate::chat::ChatService;
+use crate::cluster::bridge::{Bridge, LocalTargets};
+use crate::cluster::chat_store::RedisChatStore;
+use crate::cluster::relay::RedisRelay;
+use crate::cluster::rooms::{RedisRooms, RoomFiller};
 use crate::config::{BrokerKind, Settings};
 use crate::hub::room_service::RoomService;
 use crate::hub::rooms::{RoomHub, RoomLimits};
 use crate::hub::users::UserHub;
 use crate::metrics::Metrics;
+use crate::state::ClusterLink;
 use crate::state::Gateway;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,17 +115,6 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
     if settings.auth.uses_dev_secret() {
         warn!("no auth.keys configured: tokens are signed with the built-in development secret (loopback only)");
     }
-    if settings.broker.kind == BrokerKind::Redis {
-        return Err(ServeError::Redis("the Redis broker is not available in this build yet".into()));
-    }
-    let token_store = Arc::new(MemoryTokenStore::default());
-    let agents: Arc<dyn auth::AgentStore> = Arc::new(MemoryAgentStore::default());
-    let throttle = Arc::new(MemoryLoginThrottle::new(
-        settings.auth.lockout_after_failures,
-        Duration::from_secs(settings.auth.lockout_secs),
-    ));
-    let auth = Arc::new(Authenticator::new(keyring, token_store));
-
     // Registry shards, one per core, each on an arbiter of its own.
     let arbiters: Vec<Arbiter> = (0..crate::hub::default_shards()).map(|_| Arbiter::new()).collect();
     let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
@@ -128,30 +122,39 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
         history_size: settings.rooms.history_size,
         history_ttl: Duration::from_secs(settings.rooms.history_ttl_secs),
     };
-    let presence: Arc<dyn presence::Presence> = Arc::new(MemoryPresence::new());
-    let rooms = RoomService::new(RoomHub::start(&handles, limits, metrics.clone(), None), presence.clone(), None);
-    let users = UserHub::start(&handles);
-    let router = Router::new(users.clone(), None);
-    let chat = ChatService::new(
-        Arc::new(MemoryChatStore::new()),
-        agents.clone(),
-        presence.clone(),
-        router,
-        settings.clone(),
-        metrics.clone(),
-    );
-    let gw = web::Data::new(Gateway::new(
-        settings.clone(),
-        node_id.clone(),
-        auth,
-        agents,
-        throttle,
-        rooms,
-        presence,
-        users,
-        chat,
-        metrics,
-    ));
+    let lockout_window = Duration::from_secs(settings.auth.lockout_secs);
+    let gw = match settings.broker.kind {
+        BrokerKind::Memory => {
+            let agents: Arc<dyn auth::AgentStore> = Arc::new(MemoryAgentStore::default());
+            let throttle = Arc::new(MemoryLoginThrottle::new(settings.auth.lockout_after_failures, lockout_window));
+            let auth = Arc::new(Authenticator::new(keyring, Arc::new(MemoryTokenStore::default())));
+            let presence: Arc<dyn presence::Presence> = Arc::new(MemoryPresence::new());
+            let rooms =
+                RoomService::new(RoomHub::start(&handles, limits, metrics.clone(), None), presence.clone(), None);
+            let users = UserHub::start(&handles);
+            let router = Router::new(users.clone(), None);
+            let store = Arc::new(MemoryChatStore::new());
+            let chat =
+                ChatService::new(store, agents.clone(), presence.clone(), router, settings.clone(), metrics.clone());
+            Gateway::new(
+                settings.clone(),
+                node_id.clone(),
+                auth,
+                agents,
+                throttle,
+                rooms,
+                presence,
+                users,
+                chat,
+                metrics,
+            )
+        }
+        BrokerKind::Redis => cluster_gateway(&settings, node_id.clone(), keyring, &handles, limits, metrics).await?,
+    };
+    let gw = web::Data::new(gw);
+    if let Some(presence) = cluster_presence(&gw) {
+        spawn_presence_keeper(gw.clone(), presence, Duration::from_secs(settings.presence.node_ttl_secs.max(3)));
+    }
 
     let app_gw = gw.clone();
     let drain = Duration::from_secs(settings.shutdown.drain_secs);
@@ -214,6 +217,111 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Wire a cluster node: every store and presence in Redis, the bridge for rooms and
+/// user deliveries.
+async fn cluster_gateway(
+    settings: &Arc<Settings>,
+    node_id: Arc<str>,
+    keyring: Keyring,
+    handles: &[ArbiterHandle],
+    limits: RoomLimits,
+    metrics: Arc<Metrics>,
+) -> Result<Gateway, ServeError> {
+    let url = settings.redis.url.clone();
+    let client = redis::Client::open(url.as_str()).map_err(|e| ServeError::Redis(format!("redis.url: {e}")))?;
+    let conn = connect_with_retry(&url).await?;
+    let prefix: Arc<str> = settings.redis.key_prefix.as_str().into();
+    let agents: Arc<dyn auth::AgentStore> = Arc::new(auth::RedisAgentStore::new(conn.clone(), &prefix));
+    let throttle = Arc::new(auth::RedisLoginThrottle::new(
+        conn.clone(),
+        &prefix,
+        settings.auth.lockout_after_failures,
+        Duration::from_secs(settings.auth.lockout_secs),
+    ));
+    let auth = Arc::new(Authenticator::new(keyring, Arc::new(auth::RedisTokenStore::new(conn.clone(), &prefix))));
+    let node_ttl = Duration::from_secs(settings.presence.node_ttl_secs.max(3));
+    let presence = Arc::new(presence::RedisPresence::new(conn.clone(), &prefix, &node_id, node_ttl));
+    presence.heartbeat().await.map_err(|e| ServeError::Redis(e.to_string()))?;
+
+    let bus_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut wired = None;
+    let bridge = Bridge::create(|ctx| {
+        let redis_rooms =
+            RedisRooms::new(conn.clone(), prefix.clone(), ctx.address(), limits.history_size, limits.history_ttl);
+        let filler = RoomFiller { rooms: redis_rooms.clone() }.start();
+        let hub = RoomHub::start(handles, limits.clone(), metrics.clone(), Some(filler.recipient()));
+        let users = UserHub::start(handles);
+        wired = Some((redis_rooms, hub.clone(), users.clone()));
+        let targets = LocalTargets { node: node_id.clone(), prefix: prefix.clone(), rooms: hub, users };
+        Bridge::new(client, targets, bus_up.clone())
+    });
+    let Some((redis_rooms, hub, users)) = wired else {
+        return Err(ServeError::Redis("the bridge did not start".into()));
+    };
+    let presence_dyn: Arc<dyn presence::Presence> = presence.clone();
+    let rooms = RoomService::new(hub, presence_dyn.clone(), Some(Arc::new(redis_rooms)));
+    let relay = RedisRelay::new(conn.clone(), prefix.clone(), node_id.clone());
+    let router = Router::new(users.clone(), Some(Arc::new(relay.clone())));
+    let store = Arc::new(RedisChatStore::new(conn, &prefix));
+    let chat = ChatService::new(store, agents.clone(), presence_dyn.clone(), router, settings.clone(), metrics.clone());
+    let mut gw =
+        Gateway::new(settings.clone(), node_id, auth, agents, throttle, rooms, presence_dyn, users, chat, metrics);
+    gw.cluster = Some(ClusterLink { relay, bus_up, presence, bridge, prefix });
+    Ok(gw)
+}
+
+/// Redis may come up after the node (compose, restarts): keep trying for a while.
+async fn connect_with_retry(url: &str) -> Result<redis::aio::ConnectionManager, ServeError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match crate::cluster::chat_store::connect(url).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %e, "waiting for redis");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(ServeError::Redis(format!("cannot reach {url}: {e}"))),
+        }
+    }
+}
+
+fn cluster_presence(gw: &Gateway) -> Option<Arc<presence::RedisPresence>> {
+    gw.cluster.as_ref().map(|c| c.presence.clone())
+}
+
+/// Keep this node alive in presence, and turn the users of dead nodes offline.
+fn spawn_presence_keeper(gw: web::Data<Gateway>, presence: Arc<presence::RedisPresence>, ttl: Duration) {
+    actix_web::rt::spawn(async move {
+        // Connections a previous life of this node left behind.
+        if let Ok(stale) = presence.clear_node().await {
+            announce_gone(&gw, stale).await;
+        }
+        let mut tick = tokio::time::interval(ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = presence.heartbeat().await {
+                warn!(error = %e, "presence heartbeat failed");
+                continue;
+            }
+            match presence.reap_dead_nodes().await {
+                Ok(reaped) => announce_gone(&gw, reaped).await,
+                Err(e) => warn!(error = %e, "reaping dead nodes failed"),
+            }
+        }
+    });
+}
+
+async fn announce_gone(gw: &Gateway, reaped: presence::Reaped) {
+    for gone in reaped.users {
+        info!(user = %gone.user, "user offline: their node is gone");
+        gw.chat.user_went_offline(&gone.user, gone.agent).await;
+    }
+    for (room, user) in reaped.rooms {
+        gw.rooms.announce(&room.into(), &user.into(), protocol::frames::PresenceStatus::Offline).await;
+    }
 }
 
 /// SIGTERM or SIGINT.

@@ -32,6 +32,8 @@ pub struct Gateway {
     pub connections: ConnectionIndex,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<Metrics>,
+    /// Cluster mode: the relay for revocations and liveness, and the bridge's state.
+    pub cluster: Option<ClusterLink>,
     /// `limits.token_requests_per_min` per client IP for customer-token.
     pub token_requests: DefaultKeyedRateLimiter<IpAddr>,
     next_conn: AtomicU64,
@@ -57,6 +59,7 @@ impl Gateway {
             slots: Arc::new(ConnectionSlots::new(settings.limits.max_connections)),
             lifecycle: Arc::new(Lifecycle::default()),
             connections: ConnectionIndex::default(),
+            cluster: None,
             token_requests: RateLimiter::keyed(Quota::per_minute(per_min)),
             next_conn: AtomicU64::new(1),
             settings,
@@ -129,9 +132,14 @@ impl Lifecycle {
 }
 
 impl Gateway {
-    /// Close the connections a revocation ends (this node; a cluster relays it to the others).
+    /// Close the connections a revocation ends, on every node.
     pub async fn close_revoked(&self, user: Arc<str>, which: crate::hub::users::Revoked) {
-        let _ = self.users.shard(&user).send(crate::hub::users::Revoke { user, which }).await;
+        match &self.cluster {
+            Some(cluster) => cluster.relay.revoke(&user, &which).await,
+            None => {
+                let _ = self.users.shard(&user).send(crate::hub::users::Revoke { user, which }).await;
+            }
+        }
     }
 }
 
@@ -153,5 +161,39 @@ impl ConnectionIndex {
 
     pub fn snapshot(&self) -> Vec<ConnHandle> {
         self.open.lock().values().cloned().collect()
+    }
+}
+
+/// What a cluster node needs beyond the single-node services.
+#[derive(Clone)]
+pub struct ClusterLink {
+    pub relay: crate::cluster::relay::RedisRelay,
+    /// The bridge's pub/sub connection is up.
+    pub bus_up: Arc<AtomicBool>,
+    pub presence: Arc<presence::RedisPresence>,
+    pub bridge: actix::Addr<crate::cluster::bridge::Bridge>,
+    pub prefix: Arc<str>,
+}
+
+impl Gateway {
+    /// Register a connection for deliveries to its user: in a cluster, this node
+    /// subscribes to the user's channel first (and keeps wanting it even if Redis is
+    /// away right now, so that it resubscribes when Redis returns).
+    pub async fn register(gw: actix_web::web::Data<Self>, register: crate::hub::users::Register) {
+        if let Some(cluster) = &gw.cluster {
+            let channel = crate::cluster::wire::user_channel(&cluster.prefix, &register.user);
+            if let Ok(Err(e)) = cluster.bridge.send(crate::cluster::bridge::Ensure { channel }).await {
+                tracing::warn!(user = %register.user, error = %e, "live delivery across nodes waits for redis");
+            }
+        }
+        let _ = gw.users.shard(&register.user).send(register).await;
+    }
+
+    /// The user's connection here closed (after `register`).
+    pub fn unwatch_user(&self, user: &str) {
+        if let Some(cluster) = &self.cluster {
+            let channel = crate::cluster::wire::user_channel(&cluster.prefix, user);
+            let _ = cluster.bridge.try_send(crate::cluster::bridge::Release { channel });
+        }
     }
 }

@@ -997,7 +997,11 @@ mod tests {
     #[tokio::test]
     async fn redis_errors_are_presence_errors() {
         let mut server = RedisServer::start();
-        let p = node(&server, &unique_prefix("errors"), "n1", Duration::from_secs(30)).await;
+        let client = redis::Client::open(server.url()).expect("redis url");
+        let config = redis::aio::ConnectionManagerConfig::new().set_number_of_retries(1);
+        let conn = client.get_connection_manager_with_config(config).await.expect("redis connection");
+        let p = RedisPresence::new(conn, &unique_prefix("errors"), "n1", Duration::from_secs(30));
+        p.heartbeat().await.unwrap();
         server.stop();
         let deadline = Duration::from_secs(20);
         assert!(tokio::time::timeout(deadline, p.connected("u", false, "c")).await.unwrap().is_err());

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::service::{message_frame, Actor as ChatActor, ChatService};
 use super::store::StoreError;
-use crate::hub::users::{Register, UserHub};
+use futures_util::future::BoxFuture;
 
 /// Messages read from the store and sent to the connection per step.
 pub const PAGE: usize = 200;
@@ -43,10 +43,9 @@ pub struct ReplayDone {
 
 pub struct Replay {
     chat: ChatService,
-    users: UserHub,
     user: ChatActor,
-    /// The live-delivery registration, sent before anything is read.
-    register: Option<Register>,
+    /// Registers the connection for live delivery; done before anything is read.
+    register: Option<BoxFuture<'static, ()>>,
     pages: Recipient<ReplayPage>,
     done: Recipient<ReplayDone>,
     max_replay: usize,
@@ -55,14 +54,13 @@ pub struct Replay {
 impl Replay {
     pub fn start(
         chat: ChatService,
-        users: UserHub,
         user: ChatActor,
-        register: Register,
+        register: BoxFuture<'static, ()>,
         pages: Recipient<ReplayPage>,
         done: Recipient<ReplayDone>,
         max_replay: usize,
     ) -> Addr<Replay> {
-        Replay { chat, users, user, register: Some(register), pages, done, max_replay }.start()
+        Replay { chat, user, register: Some(register), pages, done, max_replay }.start()
     }
 }
 
@@ -70,14 +68,7 @@ impl Actor for Replay {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let job = run(
-            self.chat.clone(),
-            self.users.clone(),
-            self.user.clone(),
-            self.register.take(),
-            self.pages.clone(),
-            self.max_replay,
-        );
+        let job = run(self.chat.clone(), self.user.clone(), self.register.take(), self.pages.clone(), self.max_replay);
         let done = self.done.clone();
         ctx.wait(
             async move {
@@ -93,14 +84,13 @@ impl Actor for Replay {
 
 async fn run(
     chat: ChatService,
-    users: UserHub,
     user: ChatActor,
-    register: Option<Register>,
+    register: Option<BoxFuture<'static, ()>>,
     pages: Recipient<ReplayPage>,
     max_replay: usize,
 ) -> ReplayDone {
     if let Some(register) = register {
-        let _ = users.shard(&register.user).send(register).await;
+        register.await;
     }
     let mut done = ReplayDone { count: 0, truncated: Vec::new(), positions: Vec::new(), failed: false };
     match replay_sessions(&chat, &user, &pages, max_replay, &mut done).await {

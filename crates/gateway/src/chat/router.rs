@@ -1,8 +1,8 @@
 //! Delivery of frames to users, wherever their connections are.
 //!
-//! Local connections are reached through the user shards. With a cluster bridge,
-//! every item is also published for the other nodes, which deliver it to their own
-//! connections of that user.
+//! On one node, connections are reached through the user shards. In a cluster every
+//! item is published instead, and each node (this one too) delivers it to its own
+//! connections of that user: one path, one order.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::outbound::{ConnId, Outbound};
 /// Relays deliveries to the other nodes of a cluster.
 #[async_trait]
 pub trait Relay: Send + Sync + 'static {
-    async fn to_user(&self, user: &str, item: &Outbound);
+    async fn to_user(&self, user: &str, item: &Outbound, except: Option<ConnId>);
     async fn to_agents(&self, item: &Outbound);
 }
 
@@ -32,10 +32,10 @@ impl Router {
 
     /// Every chat connection of `user`, on every node, except the local connection `except`.
     pub async fn to_user(&self, user: &str, item: Outbound, except: Option<ConnId>) {
-        if let Some(relay) = &self.relay {
-            relay.to_user(user, &item).await;
+        match &self.relay {
+            Some(relay) => relay.to_user(user, &item, except).await,
+            None => self.local_to_user(user, item, except).await,
         }
-        self.local_to_user(user, item, except).await;
     }
 
     /// This node's connections of `user` only (what a relay delivers).
@@ -46,10 +46,10 @@ impl Router {
 
     /// Every connected agent, on every node.
     pub async fn to_agents(&self, item: Outbound) {
-        if let Some(relay) = &self.relay {
-            relay.to_agents(&item).await;
+        match &self.relay {
+            Some(relay) => relay.to_agents(&item).await,
+            None => self.local_to_agents(item).await,
         }
-        self.local_to_agents(item).await;
     }
 
     pub async fn local_to_agents(&self, item: Outbound) {

@@ -553,6 +553,13 @@ impl ChatService {
         }
     }
 
+    /// A user went offline without closing (their node died): tell their sessions.
+    pub async fn user_went_offline(&self, user: &str, agent: bool) {
+        let actor =
+            Actor { id: user.to_string(), role: if agent { Role::Agent } else { Role::Customer }, name: String::new() };
+        self.announce_presence(&actor, PresenceStatus::Offline).await;
+    }
+
     async fn announce_presence(&self, actor: &Actor, status: PresenceStatus) {
         let Ok(sessions) = self.inner.store.sessions_of(&actor.id, actor.role == Role::Agent).await else { return };
         for session in sessions.iter().filter(|s| s.status != SessionStatus::Closed) {

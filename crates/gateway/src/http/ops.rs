@@ -15,7 +15,13 @@ pub async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
     if gw.lifecycle.is_draining() {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining", "node": &*gw.node_id }));
     }
-    match gw.chat.ping().await {
+    if gw.cluster.as_ref().is_some_and(|c| !c.bus_up.load(std::sync::atomic::Ordering::Acquire)) {
+        return HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "node": &*gw.node_id, "reason": "the message bus (Redis pub/sub) is down" }));
+    }
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), gw.chat.ping())
+        .await
+        .unwrap_or_else(|_| Err("the store did not answer in time".into()));
+    match ping {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready", "node": &*gw.node_id })),
         Err(why) => HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "unavailable", "node": &*gw.node_id, "reason": why })),

@@ -75,6 +75,11 @@ pub async fn heartbeat(req: HttpRequest, gw: web::Data<Gateway>) -> HttpResponse
 impl Gateway {
     /// Liveness for a user's push connections on this node (and, in a cluster, every node).
     pub async fn touch(&self, user: Arc<str>, jti: Option<Arc<str>>) {
-        let _ = self.users.shard(&user).send(Touch { user, jti }).await;
+        match &self.cluster {
+            Some(cluster) => cluster.relay.touch(&user, jti.as_deref()).await,
+            None => {
+                let _ = self.users.shard(&user).send(Touch { user, jti }).await;
+            }
+        }
     }
 }

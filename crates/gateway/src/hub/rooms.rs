@@ -105,6 +105,11 @@ pub struct Broadcast {
     pub except_user: Option<Arc<str>>,
 }
 
+/// Cluster mode: the bridge was away; fetch what was published meanwhile.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Resync;
+
 /// Cluster mode: fetch notices `after < seq < before` of `room` and send them back as
 /// [`Deliver`] (then [`Skip`] for any that are gone).
 #[derive(Message)]
@@ -386,6 +391,21 @@ impl Handler<Skip> for RoomShard {
     }
 }
 
+impl Handler<Resync> for RoomShard {
+    type Result = ();
+
+    fn handle(&mut self, _: Resync, ctx: &mut Self::Context) {
+        let Some(filler) = self.filler.clone() else { return };
+        for (name, room) in self.rooms.iter_mut().filter(|(_, r)| !r.members.is_empty() && !r.filling) {
+            room.filling = true;
+            let fill = FillRoom { room: name.clone(), after: room.seq, before: u64::MAX, shard: ctx.address() };
+            if filler.try_send(fill).is_err() {
+                room.filling = false;
+            }
+        }
+    }
+}
+
 impl Handler<Broadcast> for RoomShard {
     type Result = ();
 
@@ -425,6 +445,13 @@ impl RoomHub {
 
     pub fn shard(&self, room: &str) -> &Addr<RoomShard> {
         &self.shards[super::shard_of(room, self.shards.len())]
+    }
+
+    /// Every shard fetches what its rooms missed (after the bridge reconnected).
+    pub fn resync(&self) {
+        for shard in self.shards.iter() {
+            let _ = shard.try_send(Resync);
+        }
     }
 }
 

@@ -79,6 +79,11 @@ pub struct SendToAgents {
     pub item: Outbound,
 }
 
+/// The bridge was away: every chat connection fetches what it missed.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Resync;
+
 #[derive(Default)]
 pub struct UserShard {
     /// Authenticated connections by user id.
@@ -153,6 +158,16 @@ impl Handler<SendToUser> for UserShard {
             if !c.push && Some(c.conn.id) != msg.except {
                 c.conn.push(msg.item.clone());
             }
+        }
+    }
+}
+
+impl Handler<Resync> for UserShard {
+    type Result = ();
+
+    fn handle(&mut self, _: Resync, _: &mut Self::Context) {
+        for c in self.users.values().flatten().filter(|c| !c.push) {
+            c.conn.control(crate::outbound::Control::Resync);
         }
     }
 }

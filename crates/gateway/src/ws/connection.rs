@@ -244,12 +244,9 @@ impl Connection {
             ctx.cancel_future(timer);
         }
         self.schedule_expiry(ctx, &identity.claims);
-        let register = self.registration(&identity);
+        let register = Gateway::register(self.gw.clone(), self.registration(&identity));
         if self.endpoint == Endpoint::Push {
-            let shard = self.gw.users.shard(&identity.user_id).clone();
-            actix::spawn(async move {
-                let _ = shard.send(register).await;
-            });
+            actix::spawn(register);
             return;
         }
         self.replaying = true;
@@ -257,9 +254,8 @@ impl Connection {
         let addr = ctx.address();
         Replay::start(
             self.gw.chat.clone(),
-            self.gw.users.clone(),
             actor.clone(),
-            register,
+            Box::pin(register),
             addr.clone().recipient(),
             addr.recipient(),
             self.gw.settings.offline.max_replay,
@@ -603,6 +599,36 @@ impl Connection {
         }
     }
 
+    /// After a bus outage: fetch every tracked session's messages from where this
+    /// connection stands, in case some were published while nobody listened.
+    fn catch_up(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.replaying {
+            return;
+        }
+        let positions = self.sequencer.positions();
+        let store = self.gw.chat.store().clone();
+        let fut = async move {
+            let mut found = Vec::new();
+            for (session, next) in positions {
+                if let Ok(messages) = store.range(&session, next, u64::MAX, GAP_FILL_MAX).await {
+                    found.push((session, messages));
+                }
+            }
+            found
+        };
+        ctx.spawn(fut.into_actor(self).map(|found, act, ctx| act.feed(found, ctx)));
+    }
+
+    fn feed(&mut self, found: Vec<(Arc<str>, Vec<crate::chat::model::Message>)>, ctx: &mut ws::WebsocketContext<Self>) {
+        let mut out = Vec::new();
+        for (session, messages) in found {
+            for m in messages {
+                act_live(&mut self.sequencer, &session, &m, &mut out);
+            }
+        }
+        self.emit(ctx, out);
+    }
+
     /// Fetch the messages still missing after `GAP_WAIT` from the store.
     fn fill_gaps(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.gap_check = false;
@@ -620,15 +646,7 @@ impl Connection {
             }
             found
         };
-        ctx.spawn(fut.into_actor(self).map(|found, act, ctx| {
-            let mut out = Vec::new();
-            for (session, messages) in found {
-                for m in messages {
-                    act.sequencer.live(&session, m.seq, message_frame("message", &m), &mut out);
-                }
-            }
-            act.emit(ctx, out);
-        }));
+        ctx.spawn(fut.into_actor(self).map(|found, act, ctx| act.feed(found, ctx)));
     }
 
     fn handle_bytes(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
@@ -714,6 +732,11 @@ impl Actor for Connection {
         debug!(parent: &self.span, "connection closed");
         Running::Stop
     }
+}
+
+/// A message from the store, through the sequencer like a live one.
+fn act_live(sequencer: &mut Sequencer, session: &Arc<str>, m: &crate::chat::model::Message, out: &mut Vec<ByteString>) {
+    sequencer.live(session, m.seq, message_frame("message", m), out);
 }
 
 /// The outbound queue, drained by the actor into the socket.
@@ -836,6 +859,7 @@ impl Handler<Control> for Connection {
         match msg {
             Control::Close(reason) => self.close(ctx, reason),
             Control::Touch => self.last_seen = Instant::now(),
+            Control::Resync => self.catch_up(ctx),
         }
     }
 }

@@ -93,6 +93,11 @@ impl Sequencer {
             .collect()
     }
 
+    /// The next seq expected for each tracked session.
+    pub fn positions(&self) -> Vec<(Arc<str>, u64)> {
+        self.tracks.iter().map(|(s, t)| (s.clone(), t.next)).collect()
+    }
+
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
     }
