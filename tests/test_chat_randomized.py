@@ -228,7 +228,8 @@ async def scenario(node, seed: int) -> None:
         for conn in run.conns:
             if conn.user is c:
                 seen_by_customer |= {s for _, s in view(conn.ws, sid)}
-        assert seen_by_customer == set(run.seqs_of(sid)), f"{c.name} never saw {set(run.seqs_of(sid)) - seen_by_customer}"
+        never = set(run.seqs_of(sid)) - seen_by_customer
+        assert not never, f"{c.name} never saw {sorted(never)}"
         stored = (await history(node, agent.token, sid, limit=200))["messages"]
         assert [(m["seq"], m["id"], m["text"]) for m in stored] == \
             [(s, run.sent[(sid, s)].message_id, run.sent[(sid, s)].text) for s in run.seqs_of(sid)], \

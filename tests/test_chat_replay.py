@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 
 from harness import config
-from harness.chat import (MANUAL, assert_contiguous, assert_message, connect, connect_slow, history, msgs, new_agent_user,
-                          new_customer, pause_reading, resume_reading, send, session_action)
+from harness.chat import (MANUAL, assert_contiguous, assert_message, connect, connect_slow, history, msgs,
+                          new_agent_user, new_customer, pause_reading, resume_reading, send, session_action)
 from harness.http import body_of
 from harness.ws import chat, open_ws, typed
 

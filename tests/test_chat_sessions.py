@@ -424,11 +424,12 @@ async def test_agent_switches_among_three_sessions(pool):
 
     # typing: relayed both ways, never stored (takes no seq)
     am = aws.mark()
-    assert (await cwss[2].request({"type": "typing", "sessionId": customers[2].session_id, "active": True}))["type"] == "ok"
+    typing = {"type": "typing", "sessionId": customers[2].session_id}
+    assert (await cwss[2].request({**typing, "active": True}))["type"] == "ok"
     t = await aws.wait(typed("typing", sessionId=customers[2].session_id), after=am)
     assert t["userId"] == customers[2].id and t["active"] is True, t
     cm = cwss[2].mark()
-    assert (await aws.request({"type": "typing", "sessionId": customers[2].session_id, "active": False}))["type"] == "ok"
+    assert (await aws.request({**typing, "active": False}))["type"] == "ok"
     t = await cwss[2].wait(typed("typing", sessionId=customers[2].session_id), after=cm)
     assert t["userId"] == agent.id and t["active"] is False, t
     assert not [f for f in cwss[2].frames[cm:] if f.get("type") == "typing" and f.get("userId") == customers[2].id]

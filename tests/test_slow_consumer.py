@@ -194,7 +194,8 @@ async def test_slow_consumer_flooded_with_room_notices(start_node, tokens):
                                     desc="every notice on the listener")
         lag = time.monotonic() - flood_done
     code, reason = await how_it_ended(slow)
-    print(f"slow consumer closed ({code} {reason!r}) after {took:.1f}s ({how}); chat latency max {max(latencies):.2f}s; "
+    print(f"slow consumer closed ({code} {reason!r}) after {took:.1f}s ({how}); "
+          f"chat latency max {max(latencies):.2f}s; "
           f"listener lag {lag:.2f}s; gateway RSS max {rss.max_mb:.0f} MB")
 
     assert sorted(n["seq"] for n in got) == sorted(published), "the listener got every notice"
@@ -247,7 +248,8 @@ async def test_slow_consumer_flooded_with_chat_messages(start_node):
         took, how = await closed_at(slow, started, CLOSE_WITHIN)
         await flood_task
     code, reason = await how_it_ended(slow)
-    print(f"slow consumer closed ({code} {reason!r}) after {took:.1f}s ({how}); window latency max {max(latencies):.2f}s; "
+    print(f"slow consumer closed ({code} {reason!r}) after {took:.1f}s ({how}); "
+          f"window latency max {max(latencies):.2f}s; "
           f"gateway RSS max {rss.max_mb:.0f} MB")
     assert seqs == list(range(4, total + 4)), "every message acked in seq order"
     got = [m["seq"] for m in msgs(fast, sid)]

@@ -52,11 +52,13 @@ pub struct ServerSettings {
     pub node_id: Option<String>,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
+    /// Proxies (load balancers) whose `X-Forwarded-For` is believed for the client IP.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings { bind: "127.0.0.1:8080".into(), node_id: None, workers: 0 }
+        ServerSettings { bind: "127.0.0.1:8080".into(), node_id: None, workers: 0, trusted_proxies: Vec::new() }
     }
 }
 
@@ -303,7 +305,7 @@ impl Default for LogSettings {
 }
 
 /// List-valued keys: comma-separated when set through the environment.
-const LIST_KEYS: &[&str] = &["rooms.device_grants"];
+const LIST_KEYS: &[&str] = &["rooms.device_grants", "server.trusted_proxies"];
 
 impl Settings {
     /// Defaults, then `file`, then `CHAT__*` variables; validated.

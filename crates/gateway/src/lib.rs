@@ -9,6 +9,7 @@
 //! - [`outbound`]: a connection's bounded outbound queue, as seen by senders.
 //! - [`hub`]: sharded registries: rooms (fan-out, history) and users (connections).
 //! - [`chat`]: support sessions, messages, assignment, offline replay.
+//! - [`limits`]: per-client-IP rate limits of HTTP routes.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics, structured logs.
 
 #![deny(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod server;

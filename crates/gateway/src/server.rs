@@ -264,10 +264,16 @@ async fn cluster_gateway(
     let rooms = RoomService::new(hub, presence_dyn.clone(), Some(Arc::new(redis_rooms)));
     let relay = RedisRelay::new(conn.clone(), prefix.clone(), node_id.clone());
     let router = Router::new(users.clone(), Some(Arc::new(relay.clone())));
+    let conn_for_limits = conn.clone();
     let store = Arc::new(RedisChatStore::new(conn, &prefix));
     let chat = ChatService::new(store, agents.clone(), presence_dyn.clone(), router, settings.clone(), metrics.clone());
     let mut gw =
         Gateway::new(settings.clone(), node_id, auth, agents, throttle, rooms, presence_dyn, users, chat, metrics);
+    gw.token_requests = crate::limits::TokenRequestLimit::Cluster {
+        conn: conn_for_limits,
+        prefix: prefix.clone(),
+        per_min: settings.limits.token_requests_per_min,
+    };
     gw.cluster = Some(ClusterLink { relay, bus_up, presence, bridge, prefix });
     Ok(gw)
 }

@@ -1,11 +1,9 @@
 //! The node's shared services, handed to every handler and connection.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use auth::{AgentStore, Authenticator, LoginThrottle};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
 use crate::outbound::{ConnHandle, ConnId};
@@ -35,7 +33,7 @@ pub struct Gateway {
     /// Cluster mode: the relay for revocations and liveness, and the bridge's state.
     pub cluster: Option<ClusterLink>,
     /// `limits.token_requests_per_min` per client IP for customer-token.
-    pub token_requests: DefaultKeyedRateLimiter<IpAddr>,
+    pub token_requests: crate::limits::TokenRequestLimit,
     next_conn: AtomicU64,
 }
 
@@ -53,14 +51,12 @@ impl Gateway {
         chat: ChatService,
         metrics: Arc<Metrics>,
     ) -> Gateway {
-        let per_min =
-            std::num::NonZeroU32::new(settings.limits.token_requests_per_min).unwrap_or(std::num::NonZeroU32::MIN);
         Gateway {
             slots: Arc::new(ConnectionSlots::new(settings.limits.max_connections)),
             lifecycle: Arc::new(Lifecycle::default()),
             connections: ConnectionIndex::default(),
             cluster: None,
-            token_requests: RateLimiter::keyed(Quota::per_minute(per_min)),
+            token_requests: crate::limits::TokenRequestLimit::local(settings.limits.token_requests_per_min),
             next_conn: AtomicU64::new(1),
             settings,
             node_id,

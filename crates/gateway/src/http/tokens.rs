@@ -41,8 +41,11 @@ pub async fn customer_token(
     body: web::Json<CustomerTokenRequest>,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
-        if gw.token_requests.check_key(&ip).is_err() {
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    if let Some(ip) =
+        crate::limits::client_ip(req.peer_addr().map(|a| a.ip()), forwarded, &gw.settings.server.trusted_proxies)
+    {
+        if gw.token_requests.check(ip).await == crate::limits::LimitOutcome::Limited {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
