@@ -41,6 +41,8 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 const GAP_WAIT: Duration = Duration::from_millis(300);
 /// Messages fetched per gap fill.
 const GAP_FILL_MAX: usize = 500;
+/// The longest timer a connection arms (a year): far-future `exp` values are clamped.
+const MAX_TIMER_MS: i64 = 365 * 24 * 3600 * 1000;
 /// The only subprotocol the server selects.
 pub const SUBPROTOCOL: &str = "chat.v1";
 
@@ -131,7 +133,7 @@ impl Connection {
             id,
             label,
             endpoint: admission.endpoint,
-            identity: None,
+            identity: admission.identity,
             rooms: Vec::new(),
             push_rooms: admission.push_rooms,
             device_id: admission.device_id,
@@ -157,12 +159,6 @@ impl Connection {
             _slot: admission.slot,
             gw,
         }
-        .with_identity(admission.identity)
-    }
-
-    fn with_identity(mut self, identity: Option<Identity>) -> Self {
-        self.identity = identity;
-        self
     }
 
     fn conn_handle(&self) -> &ConnHandle {
@@ -290,13 +286,15 @@ impl Connection {
         }
         let now_ms = protocol::time::unix_millis();
         let exp_ms = claims.exp.saturating_mul(1000);
-        let warn_ms = exp_ms - (self.gw.settings.auth.expiry_warning_secs as i64) * 1000;
-        let until = |at_ms: i64| Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64);
+        let warn_ms = exp_ms.saturating_sub((self.gw.settings.auth.expiry_warning_secs as i64).saturating_mul(1000));
+        // Clamped: a token may claim an `exp` centuries away, and a timer that far out
+        // would overflow the clock.
+        let until = |at_ms: i64| Duration::from_millis(at_ms.saturating_sub(now_ms).clamp(0, MAX_TIMER_MS) as u64);
         let warn = ctx.run_later(until(warn_ms), move |act, ctx| {
             let left = exp_ms.saturating_sub(protocol::time::unix_millis()).max(0) as u64;
             act.send(ctx, encode(&TokenExpiringFrame { kind: "token_expiring", expires_in_ms: left }));
         });
-        let close_ms = exp_ms + (self.gw.settings.auth.leeway_secs as i64) * 1000;
+        let close_ms = exp_ms.saturating_add((self.gw.settings.auth.leeway_secs as i64).saturating_mul(1000));
         let close = ctx.run_later(until(close_ms), |act, ctx| act.close(ctx, CloseReason::TokenExpired));
         self.expiry_timers = vec![warn, close];
     }
