@@ -32,6 +32,7 @@ def cluster(tmp_path, track):
     """cluster(n=3, env=None, *, aof=False, prefix=None) -> a started Cluster (see harness.cluster)."""
     yield from clusters(tmp_path, track)
 
+
 MANUAL = {"CHAT__ASSIGNMENT__MODE": "manual"}
 # "a message reaches the other nodes within 1 s" (§6), with room for a loaded 2-core machine
 CROSS_NODE = config.scaled(1.0) + 0.5

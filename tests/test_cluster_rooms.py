@@ -25,6 +25,7 @@ def cluster(tmp_path, track):
     """cluster(n=3, env=None, *, aof=False, prefix=None) -> a started Cluster (see harness.cluster)."""
     yield from clusters(tmp_path, track)
 
+
 CROSS_NODE = config.scaled(1.0) + 0.5
 
 

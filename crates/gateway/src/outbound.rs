@@ -30,6 +30,9 @@ pub enum Control {
     Touch,
     /// Live delivery was interrupted (cluster bus outage): fetch what may be missing.
     Resync,
+    /// Cluster presence lost this node's connections (Redis was away longer than the
+    /// node's liveness): record this connection and its rooms again.
+    Reannounce,
 }
 
 /// What goes through a connection's outbound queue.

@@ -244,6 +244,7 @@ async fn cluster_gateway(
     let node_ttl = Duration::from_secs(settings.presence.node_ttl_secs.max(3));
     let presence = Arc::new(presence::RedisPresence::new(conn.clone(), &prefix, &node_id, node_ttl));
     presence.heartbeat().await.map_err(|e| ServeError::Redis(e.to_string()))?;
+    // (A first beat never reports a lapse.)
 
     let bus_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut wired = None;
@@ -308,9 +309,18 @@ fn spawn_presence_keeper(gw: web::Data<Gateway>, presence: Arc<presence::RedisPr
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = presence.heartbeat().await {
-                warn!(error = %e, "presence heartbeat failed");
-                continue;
+            match presence.heartbeat().await {
+                Ok(false) => {}
+                Ok(true) => {
+                    // Other nodes took this one for dead and reaped its connections.
+                    for conn in gw.connections.snapshot() {
+                        conn.control(crate::outbound::Control::Reannounce);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "presence heartbeat failed");
+                    continue;
+                }
             }
             match presence.reap_dead_nodes().await {
                 Ok(reaped) => announce_gone(&gw, reaped).await,

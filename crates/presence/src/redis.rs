@@ -381,8 +381,10 @@ impl RedisPresence {
     }
 
     /// Refresh this node's liveness key (TTL = `node_ttl`). The gateway calls it every
-    /// `node_ttl / 3`, and once before serving.
-    pub async fn heartbeat(&self) -> Result<(), PresenceError> {
+    /// `node_ttl / 3`, and once before serving. Answers `true` when the key had expired
+    /// since the last beat (a Redis outage longer than `node_ttl`): other nodes may have
+    /// reaped this node's connections, and the caller must record them again.
+    pub async fn heartbeat(&self) -> Result<bool, PresenceError> {
         let ttl_ms = u64::try_from(self.node_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut p = redis::pipe();
         p.cmd("SET").arg(self.keys.alive(&self.node)).arg("1").arg("PX").arg(ttl_ms).arg("GET");
@@ -390,13 +392,14 @@ impl RedisPresence {
         p.cmd("SADD").arg(self.keys.nodes()).arg(&self.node).ignore();
         let (previous,): (Option<String>,) = self.query(&p, &[]).await?;
         let had_beaten = self.beaten.swap(true, Ordering::Relaxed);
-        if previous.is_none() && had_beaten {
+        let expired = previous.is_none() && had_beaten;
+        if expired {
             warn!(
                 node = %self.node,
                 "presence: this node's liveness key had expired; other nodes may have reaped its connections"
             );
         }
-        Ok(())
+        Ok(expired)
     }
 
     /// Remove every connection (user and room memberships) of nodes whose liveness key

@@ -106,6 +106,18 @@ impl RoomService {
         Ok(())
     }
 
+    /// Record a member in room presence again (after its node was taken for dead).
+    pub async fn rejoin_presence(&self, room: &Arc<str>, conn_key: &str, member: &Member) {
+        let record = RoomMember {
+            user_id: member.user.to_string(),
+            role: member.role.as_str().to_string(),
+            name: member.name.to_string(),
+        };
+        if let Ok(Transition::CameOnline) = self.presence.room_join(room, conn_key, &record).await {
+            self.announce(room, &member.user, PresenceStatus::Online).await;
+        }
+    }
+
     /// Leave a room; with `answer`, queue `unsubscribed` (ref) to `handle`.
     pub async fn leave(
         &self,

@@ -597,6 +597,24 @@ impl Connection {
         }
     }
 
+    /// Record this connection in cluster presence again (its node was taken for dead).
+    fn reannounce(&self) {
+        let Some(identity) = self.identity.clone() else { return };
+        let rooms = self.gw.rooms.clone();
+        let chat = (self.endpoint == Endpoint::Chat).then(|| self.gw.chat.clone());
+        let key = self.label.clone();
+        let members: Vec<(Arc<str>, Member)> =
+            self.rooms.iter().map(|r| (r.clone(), self.member(&identity, self.endpoint == Endpoint::Chat))).collect();
+        actix::spawn(async move {
+            if let Some(chat) = chat {
+                chat.connection_opened(&ChatActor::of(&identity), &key).await;
+            }
+            for (room, member) in members {
+                rooms.rejoin_presence(&room, &key, &member).await;
+            }
+        });
+    }
+
     /// After a bus outage: fetch every tracked session's messages from where this
     /// connection stands, in case some were published while nobody listened.
     fn catch_up(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -858,6 +876,7 @@ impl Handler<Control> for Connection {
             Control::Close(reason) => self.close(ctx, reason),
             Control::Touch => self.last_seen = Instant::now(),
             Control::Resync => self.catch_up(ctx),
+            Control::Reannounce => self.reannounce(),
         }
     }
 }
