@@ -27,7 +27,7 @@ blackbox: build deps
 
 ## Test dependencies: the Python client libraries, and redis-server for cluster tests.
 deps: redis-server
-	@$(PYTHON) -c "import pytest, websockets, httpx, jwt" 2>/dev/null || \
+	@$(PYTHON) -c "import pytest, websockets, httpx, jwt, yaml" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 redis-server:
