@@ -296,13 +296,17 @@ impl ChatService {
         Ok(views)
     }
 
-    async fn readable(&self, actor: &Actor, session_id: &str) -> Result<Session, ChatError> {
-        let session = self
-            .inner
+    /// The session, or `NOT_FOUND`.
+    async fn session(&self, session_id: &str) -> Result<Session, ChatError> {
+        self.inner
             .store
             .session(session_id)
             .await?
-            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))
+    }
+
+    async fn readable(&self, actor: &Actor, session_id: &str) -> Result<Session, ChatError> {
+        let session = self.session(session_id).await?;
         if !session.may_read(&actor.id) {
             return Err(ChatError::forbidden("you are not a participant of this session"));
         }
@@ -330,12 +334,7 @@ impl ChatService {
         if actor.role != Role::Agent {
             return Err(ChatError::forbidden("only the assigned agent transfers a session"));
         }
-        let current = self
-            .inner
-            .store
-            .session(session_id)
-            .await?
-            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+        let current = self.session(session_id).await?;
         if current.status == SessionStatus::Closed {
             return Err(SessionError::Closed.into());
         }
@@ -354,12 +353,7 @@ impl ChatService {
     }
 
     pub async fn close(&self, actor: &Actor, session_id: &str) -> Result<SessionView, ChatError> {
-        let current = self
-            .inner
-            .store
-            .session(session_id)
-            .await?
-            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+        let current = self.session(session_id).await?;
         let allowed = match actor.role {
             Role::Customer => current.customer.id == actor.id,
             Role::Agent => current.agent_id.as_deref() == Some(actor.id.as_str()),
@@ -430,12 +424,7 @@ impl ChatService {
     }
 
     async fn participant_session(&self, actor: &Actor, session_id: &str) -> Result<Session, ChatError> {
-        let session = self
-            .inner
-            .store
-            .session(session_id)
-            .await?
-            .ok_or_else(|| ChatError::new(ErrorCode::NotFound, "no such session"))?;
+        let session = self.session(session_id).await?;
         if !session.is_participant(&actor.id) {
             return Err(ChatError::forbidden("you are not a participant of this session"));
         }
