@@ -292,7 +292,7 @@ impl Default for ShutdownSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LogSettings {
-    /// A `tracing` filter (`info`, `chat_gateway=debug,info`); `RUST_LOG` wins.
+    /// A `tracing` filter (`info`, `gateway=debug,info`); `RUST_LOG` wins.
     pub level: String,
     /// `text` or `json`.
     pub format: String,

@@ -44,7 +44,9 @@ pub async fn presence(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &gw).await?;
-    let room: Arc<str> = path.into_inner().into();
+    let room = path.into_inner();
+    validate_room(&room).map_err(ApiError::invalid)?;
+    let room: Arc<str> = room.into();
     if !caller.is_service() {
         let member = gw.rooms.is_member(&room, &caller.claims.sub).await.map_err(|_| ApiError::unavailable())?;
         if !member {
