@@ -5,7 +5,7 @@ PYTHON ?= python3
 GATEWAY_BIN ?= $(CURDIR)/target/debug/chat-gateway
 PYTEST_ARGS ?=
 
-.PHONY: run test build unit blackbox deps redis-server fmt lint ci cluster bench conformance clean
+.PHONY: run test build unit blackbox deps redis-server nginx fmt lint ci cluster bench conformance clean
 
 ## Run one node on 127.0.0.1:8080 with the embedded (memory) broker.
 run:
@@ -26,7 +26,7 @@ blackbox: build deps
 	GATEWAY_BIN=$(GATEWAY_BIN) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
 ## Test dependencies: the Python client libraries, and redis-server for cluster tests.
-deps: redis-server
+deps: redis-server nginx
 	@$(PYTHON) -c "import pytest, websockets, httpx, jwt, yaml" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
@@ -34,6 +34,18 @@ redis-server:
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+## nginx, for the smoke test of `make cluster` through the load balancer (skipped without it).
+nginx:
+	@command -v nginx >/dev/null || { \
+		echo "installing nginx with apt-get"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) || \
+		echo "nginx could not be installed: the nginx part of the cluster smoke test will be skipped"; }
+
+## A local cluster like deploy/docker-compose.yml, without Docker: redis-server, three
+## nodes on 127.0.0.1:8081-8083 and, when installed, nginx on 127.0.0.1:8080. Ctrl-C stops it.
+cluster: redis-server
+	scripts/cluster.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -319,6 +319,7 @@ cmd_start() {
         bin=$REPO_ROOT/target/release/chat-gateway
     fi
     [[ -x $bin ]] || die "no executable gateway binary at $bin"
+    say "gateway binary: $bin"
 
     mkdir -p "$RUN_DIR" "$PIDS" "$LOGS" "$RUN_DIR/redis"
     : >"$MARKER"
@@ -405,7 +406,11 @@ EOF
     if ((with_nginx)); then
         printf '  load balancer  %s  (nginx, round robin; ws://127.0.0.1:%s/ws/chat and /ws)\n' "$url" "$LB_PORT"
     else
-        printf '  nginx is not installed (apt-get install nginx): no load balancer; use a node directly\n'
+        if command -v "$NGINX" >/dev/null; then
+            printf '  no load balancer (CLUSTER_NGINX=%s): use a node directly\n' "$USE_NGINX"
+        else
+            printf '  nginx is not installed (apt-get install nginx): no load balancer; use a node directly\n'
+        fi
     fi
     for i in "${!PORTS[@]}"; do
         printf '  node gw%d       http://127.0.0.1:%s  (/metrics, /readyz)\n' $((i + 1)) "${PORTS[$i]}"

@@ -322,7 +322,11 @@ impl Settings {
         for key in LIST_KEYS {
             env = env.with_list_parse_key(key);
         }
-        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        let mut settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        // An empty service token (`CHAT__AUTH__SERVICE_TOKEN=`) means none.
+        if settings.auth.service_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            settings.auth.service_token = None;
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -362,9 +366,6 @@ impl Settings {
         }
         if let Some((kid, _)) = keys.iter().find(|(_, s)| s.len() < 16) {
             return Err(invalid("auth.keys", format!("the secret of key `{kid}` is shorter than 16 bytes")));
-        }
-        if self.auth.service_token.as_deref() == Some("") {
-            return Err(invalid("auth.service_token", "must not be empty when set"));
         }
         let positive: [(&'static str, u64); 13] = [
             ("heartbeat.interval_secs", self.heartbeat.interval_secs),
