@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -28,6 +28,7 @@ from harness.tokens import Minter
 from harness.ws import close_all
 
 PROCS = pytest.StashKey[list]()
+P = TypeVar("P", bound=Process)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -117,35 +118,35 @@ def gw(pool: Callable[..., Node]) -> Node:
     return pool()
 
 
+def _starter(request: pytest.FixtureRequest, make: Callable[..., P]) -> Iterator[Callable[..., P]]:
+    """Yield start(*args, **kw) -> make(*args, **kw), tracked and started; stop them all at teardown."""
+    procs: list[P] = []
+
+    def start(*args: Any, **kw: Any) -> P:
+        proc = make(*args, **kw)
+        procs.append(proc)
+        _track(request, proc)
+        return proc.start()
+
+    yield start
+    stop_all(procs)
+
+
 @pytest.fixture
 def start_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Node]]:
     """start_node(env=None, node_id=None, service_token=None, keys=None, wait=True) -> a private, started node."""
-    nodes: list[Node] = []
 
-    def start(env: dict[str, Any] | None = None, **kw: Any) -> Node:
-        node = Node(tmp_path, env, **kw)
-        nodes.append(node)
-        _track(request, node)
-        return node.start()
+    def make(env: dict[str, Any] | None = None, **kw: Any) -> Node:
+        return Node(tmp_path, env, **kw)
 
-    yield start
-    stop_all(nodes)
+    yield from _starter(request, make)
 
 
 @pytest.fixture
 def start_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Redis]]:
     if shutil.which(config.REDIS_SERVER) is None and not Path(config.REDIS_SERVER).is_file():
         pytest.skip(f"cluster tests need {config.REDIS_SERVER}")
-    servers: list[Redis] = []
-
-    def start() -> Redis:
-        server = Redis(tmp_path)
-        servers.append(server)
-        _track(request, server)
-        return server.start()
-
-    yield start
-    stop_all(servers)
+    yield from _starter(request, lambda: Redis(tmp_path))
 
 
 @pytest.fixture

@@ -22,6 +22,15 @@ async def claimed_pair(node):
     return agent, customer
 
 
+async def backlog_from_agent(node, texts):
+    """A claimed pair whose agent is connected (label "agent") and has sent `texts` to the session:
+    (agent, customer, the agent's connection, the acks)."""
+    agent, customer = await claimed_pair(node)
+    aws = await connect(node, agent, "agent")
+    acks = [await send(aws, customer.session_id, text) for text in texts]
+    return agent, customer, aws, acks
+
+
 def replay_of(ws) -> tuple[list[dict], dict]:
     """(offline MESSAGEs in arrival order, the complete frame); checks that nothing else interleaves."""
     done_at = next(i for i, f in enumerate(ws.frames) if f.get("type") == "offline_messages_complete")
@@ -38,10 +47,8 @@ def replay_of(ws) -> tuple[list[dict], dict]:
 
 async def test_backlog_is_replayed_in_order_and_delivered_moves_the_cursor(pool):
     node = pool(MANUAL)
-    agent, customer = await claimed_pair(node)
+    agent, customer, aws, acks = await backlog_from_agent(node, [f"while away {i}" for i in range(6)])
     sid = customer.session_id
-    aws = await connect(node, agent, "agent")
-    acks = [await send(aws, sid, f"while away {i}") for i in range(6)]
 
     cws = await connect(node, customer, "customer")
     offline, done = replay_of(cws)
@@ -73,10 +80,8 @@ async def test_backlog_is_replayed_in_order_and_delivered_moves_the_cursor(pool)
 
 async def test_own_messages_are_never_replayed_and_sending_does_not_move_the_cursor(pool):
     node = pool(MANUAL)
-    agent, customer = await claimed_pair(node)
+    agent, customer, aws, _ = await backlog_from_agent(node, ["agent 1"])  # 1
     sid = customer.session_id
-    aws = await connect(node, agent, "agent")
-    await send(aws, sid, "agent 1")                      # 1
     cws = await connect(node, customer, "customer")
     assert [m["seq"] for m in replay_of(cws)[0]] == [1]
     for i in range(3):
@@ -100,11 +105,8 @@ async def test_own_messages_are_never_replayed_and_sending_does_not_move_the_cur
 
 async def test_backlog_over_max_replay_is_truncated_to_the_newest(pool):
     node = pool(MAX5)
-    agent, customer = await claimed_pair(node)
+    _, customer, _, _ = await backlog_from_agent(node, [f"backlog {i}" for i in range(1, 13)])
     sid = customer.session_id
-    aws = await connect(node, agent, "agent")
-    for i in range(12):
-        await send(aws, sid, f"backlog {i + 1}")
     cws = await connect(node, customer, "customer")
     offline, done = replay_of(cws)
     assert [m["seq"] for m in offline] == [8, 9, 10, 11, 12], offline
@@ -203,11 +205,7 @@ async def test_a_live_message_during_replay_comes_after_complete_without_gap_or_
 
 async def test_inband_auth_on_a_tokenless_connection_replays(pool):
     node = pool(MANUAL)
-    agent, customer = await claimed_pair(node)
-    sid = customer.session_id
-    aws = await connect(node, agent, "agent")
-    for i in range(3):
-        await send(aws, sid, f"for later {i}")
+    agent, customer, _, _ = await backlog_from_agent(node, [f"for later {i}" for i in range(3)])
     ws = await chat(node, None, label="tokenless")
     mark = ws.mark()
     answer = await ws.request({"type": "auth", "token": customer.token})
