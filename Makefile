@@ -54,6 +54,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## Benchmarks on a release build: starts its own redis-server, gateway nodes and the floor;
+## one JSON line per run, then a summary table; exits 1 when a target is missed.
+bench: redis-server
+	$(CARGO) build --release -p gateway -p bench
+	./target/release/chat-bench suite --gateway-bin $(CURDIR)/target/release/chat-gateway
+
 ## The contract checks shipped beside the repository (not part of `make test`).
 conformance: build
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r ../shared/conformance/requirements.txt

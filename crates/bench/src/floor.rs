@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -58,23 +58,36 @@ pub fn run(a: FloorArgs) -> Result<(), String> {
 }
 
 async fn serve(a: FloorArgs) -> Result<(), String> {
-    let listener = TcpListener::bind(&a.listen).await.map_err(|e| format!("bind {}: {e}", a.listen))?;
-    eprintln!("floor listening on {}", a.listen);
+    let addr: std::net::SocketAddr = a.listen.parse().map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    let sock = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    sock.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    sock.bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let listener = sock.listen(4096).map_err(|e| format!("listen {addr}: {e}"))?;
+    eprintln!("floor listening on {addr}");
     let st = Arc::new(State { rooms: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), queue: a.queue.max(1) });
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let (sock, _) = match listener.accept().await {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            sock.set_nodelay(true).ok();
+            let st = st.clone();
+            tokio::spawn(async move {
+                let _ = conn(sock, st).await;
+            });
+        }
+    });
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
-    loop {
-        tokio::select! {
-            r = listener.accept() => {
-                let (sock, _) = match r { Ok(x) => x, Err(_) => { tokio::time::sleep(Duration::from_millis(10)).await; continue } };
-                sock.set_nodelay(true).ok();
-                let st = st.clone();
-                tokio::spawn(async move { let _ = conn(sock, st).await; });
-            }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-        }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
+    acceptor.abort();
     Ok(())
 }
 

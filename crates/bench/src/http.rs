@@ -135,10 +135,6 @@ impl Conn {
         let b = serde_json::to_vec(body).expect("json");
         self.request("POST", path, bearer, Some(&b)).await
     }
-
-    pub async fn get(&mut self, path: &str, bearer: Option<&str>) -> std::io::Result<Response> {
-        self.request("GET", path, bearer, None).await
-    }
 }
 
 fn bad(msg: &str) -> std::io::Error {

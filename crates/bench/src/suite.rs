@@ -245,7 +245,20 @@ impl Ctx {
     }
 
     /// Runs one `chat-bench` client command in its own process; returns its JSON line.
-    fn client(&mut self, phase: &str, args: &[String]) -> Result<Value, String> {
+    fn client(&mut self, phase: &str, args: &[String]) -> Value {
+        match self.client_inner(phase, args) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("chat-bench suite: {phase}: {e}");
+                let v = json!({"phase": phase, "error": e, "args": args});
+                let _ = writeln!(self.out, "{v}");
+                self.lines.push(v.clone());
+                v
+            }
+        }
+    }
+
+    fn client_inner(&mut self, phase: &str, args: &[String]) -> Result<Value, String> {
         let mut c = command(&self.bench_bin);
         c.args(args).env("CHAT_BENCH_SECRET", SECRET).env("CHAT_BENCH_SERVICE_TOKEN", SERVICE);
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
@@ -371,7 +384,7 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     let (fl, fport) = cx.floor("floor")?;
     let fan = |url: String, pid: u32, label: &str, extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> =
-            ["fanout", "--nodes", &url, "-s", fs, "-r", fr, "--duration", &dur, "--pub-conns", "4"]
+            ["fanout", "--nodes", &url, "-s", fs, "-r", fr, "--duration", &dur, "--pub-conns", "4", "--kid", KID]
                 .iter()
                 .map(|x| x.to_string())
                 .collect();
@@ -384,8 +397,8 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     let furl = format!("ws://127.0.0.1:{fport}");
     let mut single_clean = true;
     for _ in 0..a.runs.max(1) {
-        let g = cx.client("single-vs-floor", &fan(gurl.clone(), gw.pid(), "gateway", &["--window", "32"]))?;
-        let fl_v = cx.client("single-vs-floor", &fan(furl.clone(), fl.pid(), "floor", &["--window", "32"]))?;
+        let g = cx.client("single-vs-floor", &fan(gurl.clone(), gw.pid(), "gateway", &["--window", "32"]));
+        let fl_v = cx.client("single-vs-floor", &fan(furl.clone(), fl.pid(), "floor", &["--window", "32"]));
         g_dps.push(f(&g, &["deliveries_per_s"]));
         g_cpd.push(f(&g, &["server_cpu_ns_per_delivery"]));
         f_dps.push(f(&fl_v, &["deliveries_per_s"]));
@@ -396,8 +409,8 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     let (gm, fm, gc, fc) = (median(g_dps), median(f_dps), median(g_cpd), median(f_cpd));
     let half = (median(f_nps) / 2.0).max(1.0);
     let half_s = format!("{half:.0}");
-    let g_half = cx.client("single-half-rate", &fan(gurl.clone(), gw.pid(), "gateway", &["--rate", &half_s]))?;
-    let f_half = cx.client("single-half-rate", &fan(furl.clone(), fl.pid(), "floor", &["--rate", &half_s]))?;
+    let g_half = cx.client("single-half-rate", &fan(gurl.clone(), gw.pid(), "gateway", &["--rate", &half_s]));
+    let f_half = cx.client("single-half-rate", &fan(furl.clone(), fl.pid(), "floor", &["--rate", &half_s]));
     cpu_notes.push(format!(
         "phase 1: gateway node {:.1} s CPU, floor {:.1} s CPU (client CPU in each JSON line)",
         util::cpu_secs(gw.pid()).unwrap_or(0.0),
@@ -465,7 +478,7 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
             .iter()
             .map(|x| x.to_string())
             .collect::<Vec<_>>(),
-        )?;
+        );
         p.stop();
         idle_results.push((label, endpoint, v));
         std::thread::sleep(Duration::from_millis(500));
@@ -508,6 +521,8 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
             "8",
             "--pids",
             &pids,
+            "--kid",
+            KID,
         ]
         .iter()
         .map(|x| x.to_string())
@@ -519,13 +534,13 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     let mut nps = vec![];
     let mut cluster_clean = true;
     for _ in 0..a.runs.max(1) {
-        let v = cx.client("cross-node", &cross(&["--window", "256"]))?;
+        let v = cx.client("cross-node", &cross(&["--window", "256"]));
         nps.push(f(&v, &["notices_per_s"]));
         cluster_clean &= f(&v, &["lost"]) == 0.0 && f(&v, &["dup"]) == 0.0 && f(&v, &["missed_before_first"]) == 0.0;
     }
     let relayed = median(nps);
     let chalf = format!("{:.0}", (relayed / 2.0).max(1.0));
-    let ch = cx.client("cross-node-half-rate", &cross(&["--rate", &chalf]))?;
+    let ch = cx.client("cross-node-half-rate", &cross(&["--rate", &chalf]));
     cluster_clean &= f(&ch, &["lost"]) == 0.0 && f(&ch, &["dup"]) == 0.0 && f(&ch, &["missed_before_first"]) == 0.0;
     let cp99 = f(&ch, &["latency", "all", "p99_us"]) / 1000.0;
     let cp99x = f(&ch, &["latency", "cross_node", "p99_us"]) / 1000.0;
@@ -556,7 +571,7 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     };
     let mut rargs = common("replay");
     rargs.extend(["-k".into(), a.replay_k.to_string()]);
-    let rp = cx.client("replay", &rargs)?;
+    let rp = cx.client("replay", &rargs);
     let rmps = f(&rp, &["messages_per_s_median"]);
     let rok = rp["count_ok"] == true;
     row(
@@ -568,7 +583,7 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     );
     let mut cargs = common("chat");
     cargs.extend(["-p".into(), a.pairs.to_string(), "--duration".into(), dur.clone()]);
-    let chat = cx.client("chat", &cargs)?;
+    let chat = cx.client("chat", &cargs);
     row(
         &mut rows,
         &format!("chat {} pairs across nodes: msgs/s", a.pairs),

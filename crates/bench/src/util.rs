@@ -87,10 +87,10 @@ pub fn raise_nofile() -> u64 {
         if rl.rlim_cur < rl.rlim_max {
             let want = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return rl.rlim_max as u64;
+                return rl.rlim_max;
             }
         }
-        rl.rlim_cur as u64
+        rl.rlim_cur
     }
 }
 
