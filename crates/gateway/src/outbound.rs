@@ -1,7 +1,8 @@
 //! A connection's outbound queue, as seen by everyone who sends to it.
 //!
-//! Frames go through a bounded channel that the connection actor drains into its
-//! socket; the bytes waiting there are counted against `limits.outbound_queue_bytes`.
+//! Frames go through a bounded queue that the connection actor drains into its
+//! socket, a whole batch per wake-up; the bytes waiting there are counted against
+//! `limits.outbound_queue_bytes`. An idle connection's queue holds no allocation.
 //! A sender never blocks and never grows memory: when the channel or the byte budget
 //! is full, the connection is a slow consumer and is closed with 4011 (§5.6). Control
 //! messages (close, liveness) go through the actor's own bounded mailbox.
@@ -11,8 +12,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
 use protocol::CloseReason;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
 
 /// Node-local connection id.
 pub type ConnId = u64;
@@ -57,15 +60,21 @@ impl Outbound {
     }
 }
 
-/// Byte accounting shared by the senders and the connection.
+/// The queue between senders and the connection, with its byte accounting.
 #[derive(Debug)]
 pub struct Budget {
+    /// Items waiting for the connection, oldest first.
+    items: Mutex<VecDeque<Outbound>>,
+    /// The connection's task, woken when items arrive.
+    waker: AtomicWaker,
     /// Bytes sent to the queue and not yet handed to the socket writer.
     pending: AtomicUsize,
     /// `limits.outbound_queue_bytes`.
     limit: usize,
     /// Set once the budget overflowed; the connection is being closed.
     overflowed: AtomicBool,
+    /// The connection is gone: sends answer `Closed`.
+    closed: AtomicBool,
 }
 
 impl Budget {
@@ -83,6 +92,35 @@ impl Budget {
     }
 }
 
+/// The connection's end of its queue: a stream of batches (everything waiting at
+/// each wake-up). Dropping it closes the queue.
+pub struct Receiver(Arc<Budget>);
+
+impl futures_util::Stream for Receiver {
+    type Item = VecDeque<Outbound>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        // Register before looking, so that a push in between still wakes us.
+        self.0.waker.register(cx.waker());
+        let batch = std::mem::take(&mut *self.0.items.lock());
+        if batch.is_empty() {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Some(batch))
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.items.lock().clear();
+    }
+}
+
 /// How a send went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -97,7 +135,6 @@ pub enum Sent {
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    frames: mpsc::Sender<Outbound>,
     control: Recipient<Control>,
     budget: Arc<Budget>,
 }
@@ -110,14 +147,16 @@ impl std::fmt::Debug for ConnHandle {
 
 impl ConnHandle {
     /// A handle and the receiving end that the connection drains.
-    pub fn new(
-        id: ConnId,
-        control: Recipient<Control>,
-        limit: usize,
-    ) -> (ConnHandle, mpsc::Receiver<Outbound>, Arc<Budget>) {
-        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-        let budget = Arc::new(Budget { pending: AtomicUsize::new(0), limit, overflowed: AtomicBool::new(false) });
-        (ConnHandle { id, frames: tx, control, budget: budget.clone() }, rx, budget)
+    pub fn new(id: ConnId, control: Recipient<Control>, limit: usize) -> (ConnHandle, Receiver, Arc<Budget>) {
+        let budget = Arc::new(Budget {
+            items: Mutex::new(VecDeque::new()),
+            waker: AtomicWaker::new(),
+            pending: AtomicUsize::new(0),
+            limit,
+            overflowed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        (ConnHandle { id, control, budget: budget.clone() }, Receiver(budget.clone()), budget)
     }
 
     /// Queue one encoded frame (the bytes are shared, not copied).
@@ -136,17 +175,20 @@ impl ConnHandle {
             self.budget.pending.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
-        match self.frames.try_send(item) {
-            Ok(()) => Sent::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.budget.pending.fetch_sub(len, Ordering::Relaxed);
-                self.overflow()
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.budget.pending.fetch_sub(len, Ordering::Relaxed);
-                Sent::Closed
-            }
+        if self.budget.closed.load(Ordering::Acquire) {
+            self.budget.pending.fetch_sub(len, Ordering::Relaxed);
+            return Sent::Closed;
         }
+        let mut items = self.budget.items.lock();
+        if items.len() >= QUEUE_FRAMES {
+            drop(items);
+            self.budget.pending.fetch_sub(len, Ordering::Relaxed);
+            return self.overflow();
+        }
+        items.push_back(item);
+        drop(items);
+        self.budget.waker.wake();
+        Sent::Queued
     }
 
     fn overflow(&self) -> Sent {

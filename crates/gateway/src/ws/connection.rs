@@ -19,7 +19,6 @@ use bytestring::ByteString;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::frames::{AuthenticatedFrame, Empty, ErrorFrame, HelloFrame, OkFrame, PongFrame, TokenExpiringFrame};
 use protocol::{encode, parse_client_frame, ClientFrame, CloseReason, ErrorCode, FrameId, Inbound, UserRef};
-use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
 
 use super::sequencer::Sequencer;
@@ -694,7 +693,7 @@ impl Actor for Connection {
         }
         self.handle = Some(handle);
         self.budget = Some(budget);
-        ctx.add_stream(OutboundStream(frames));
+        ctx.add_stream(frames);
         self.gw.metrics.connections_open.inc();
         self.gw.metrics.connections_total.get_or_create(&vec![("endpoint", self.endpoint.as_str())]).inc();
         self.send_hello(ctx);
@@ -755,22 +754,21 @@ fn act_live(sequencer: &mut Sequencer, session: &Arc<str>, m: &crate::chat::mode
     sequencer.live(session, m.seq, message_frame("message", m), out);
 }
 
-/// The outbound queue, drained by the actor into the socket.
-struct OutboundStream(mpsc::Receiver<Outbound>);
+impl StreamHandler<std::collections::VecDeque<Outbound>> for Connection {
+    fn handle(&mut self, batch: std::collections::VecDeque<Outbound>, ctx: &mut Self::Context) {
+        for item in batch {
+            self.outbound(item, ctx);
+        }
+    }
 
-impl futures_util::Stream for OutboundStream {
-    type Item = Outbound;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Outbound>> {
-        self.0.poll_recv(cx)
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The queue only ends with the actor.
     }
 }
 
-impl StreamHandler<Outbound> for Connection {
-    fn handle(&mut self, item: Outbound, ctx: &mut Self::Context) {
+impl Connection {
+    /// One item of the outbound queue: a frame to send, or a chat message to order.
+    fn outbound(&mut self, item: Outbound, ctx: &mut ws::WebsocketContext<Self>) {
         if let Some(budget) = &self.budget {
             budget.drained(item.wire_len());
         }
@@ -795,10 +793,6 @@ impl StreamHandler<Outbound> for Connection {
                 self.emit(ctx, out);
             }
         }
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {
-        // We hold a sender ourselves, so the queue only ends with the actor.
     }
 }
 
