@@ -22,7 +22,9 @@ pub struct Metrics {
     pub notices_published: Counter,
     pub notices_delivered: Counter,
     pub messages_stored: Counter,
-    pub http_requests: Family<Vec<(&'static str, String)>, Counter>,
+    pub http_requests: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// `http_requests` by status class (1xx..5xx), resolved once.
+    http_by_class: [Counter; 5],
 }
 
 impl Metrics {
@@ -39,8 +41,11 @@ impl Metrics {
             notices_delivered: Counter::default(),
             messages_stored: Counter::default(),
             http_requests: Family::default(),
+            http_by_class: Default::default(),
             registry: Registry::default(),
         };
+        let http_by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|class| m.http_requests.get_or_create(&vec![("status", class)]).clone());
         registry.register("connections_open", "WebSocket connections open on this node", m.connections_open.clone());
         registry.register("connections", "WebSocket connections accepted", m.connections_total.clone());
         registry.register(
@@ -55,7 +60,13 @@ impl Metrics {
         registry.register("notices_delivered", "Room notices queued to local connections", m.notices_delivered.clone());
         registry.register("messages_stored", "Chat messages stored", m.messages_stored.clone());
         registry.register("http_requests", "HTTP requests, by status class", m.http_requests.clone());
-        Metrics { registry, ..m }
+        Metrics { registry, http_by_class, ..m }
+    }
+
+    /// Count one HTTP response (no allocation: the counters are resolved up front).
+    pub fn http_request(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.http_by_class[class].inc();
     }
 
     /// The Prometheus text exposition.

@@ -163,22 +163,26 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
         App::new()
             .app_data(app_gw.clone())
             .wrap_fn(move |req, srv| {
-                let request_id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-                let span =
-                    tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path());
+                // The span (and its request id) only when something will log it: this
+                // runs for every request, publishes included.
+                let span = if tracing::enabled!(tracing::Level::INFO) {
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                    tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path())
+                } else {
+                    tracing::Span::none()
+                };
                 let started = Instant::now();
                 let gw = gw.clone();
                 srv.call(req)
                     .map(move |res| {
                         if let Ok(res) = &res {
                             let status = res.status().as_u16();
-                            let class = format!("{}xx", status / 100);
-                            gw.metrics.http_requests.get_or_create(&vec![("status", class)]).inc();
+                            gw.metrics.http_request(status);
                             tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
                         }
                         res

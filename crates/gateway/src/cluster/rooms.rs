@@ -2,9 +2,10 @@
 //! bounded history for `since` recovery, and publishing through the bridge.
 //!
 //! Keys (`P` = `redis.key_prefix`, one slot per room): `{P:r:<room>}:seq` (no expiry:
-//! a room's seq never restarts), `{P:r:<room>}:h` sorted set of `<ms>|<frame>` by seq,
-//! trimmed to `rooms.history_size` and expiring `rooms.history_ttl_secs` after the
-//! last notice. Numbering, keeping and publishing a notice is one script, so the
+//! a room's seq never restarts), `{P:r:<room>}:h` list of `<seq>|<ms>|<frame>`, newest
+//! first, trimmed to `rooms.history_size` and expiring `rooms.history_ttl_secs` after
+//! the last notice (a list, not a sorted set: seqs arrive in order, and LPUSH + LTRIM
+//! cost Redis less than ZADD + ZREMRANGEBYRANK on every notice). Numbering, keeping and publishing a notice is one script, so the
 //! order on the channel is the seq order.
 
 use std::sync::Arc;
@@ -25,8 +26,8 @@ const PUBLISH: &str = r#"
 local seq = redis.call('INCR', KEYS[1])
 local frame = ARGV[1] .. seq .. ARGV[2]
 if tonumber(ARGV[4]) > 0 then
-  redis.call('ZADD', KEYS[2], seq, ARGV[6] .. '|' .. frame)
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
+  redis.call('LPUSH', KEYS[2], seq .. '|' .. ARGV[6] .. '|' .. frame)
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PUBLISH', ARGV[3], '{"k":"n","q":' .. seq .. '}\n' .. frame)
@@ -65,23 +66,20 @@ impl RedisRooms {
     /// Kept notices with `after < seq < before`, ascending, none older than the history ttl.
     async fn kept(&self, room: &str, after: u64, before: u64) -> Result<Vec<(u64, ByteString)>, Unavailable> {
         let mut conn = self.conn.clone();
-        let max = if before == u64::MAX { "+inf".to_string() } else { format!("({before}") };
-        let raw: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.key(room, "h"))
-            .arg(format!("({after}"))
-            .arg(max)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let raw: Vec<String> = conn.lrange(self.key(room, "h"), 0, -1).await.map_err(unavailable)?;
         let oldest = protocol::time::unix_millis() - self.history_ttl.as_millis() as i64;
-        Ok(raw
+        let mut kept: Vec<(u64, ByteString)> = raw
             .into_iter()
-            .filter_map(|(entry, seq)| {
-                let (ms, frame) = entry.split_once('|')?;
-                (ms.parse::<i64>().ok()? >= oldest).then(|| (seq as u64, ByteString::from(frame.to_string())))
+            .filter_map(|entry| {
+                let (seq, rest) = entry.split_once('|')?;
+                let (ms, frame) = rest.split_once('|')?;
+                let seq: u64 = seq.parse().ok()?;
+                let fresh = ms.parse::<i64>().ok()? >= oldest;
+                (fresh && seq > after && seq < before).then(|| (seq, ByteString::from(frame.to_string())))
             })
-            .collect())
+            .collect();
+        kept.reverse();
+        Ok(kept)
     }
 }
 
