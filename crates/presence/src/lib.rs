@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 #[cfg(test)]
+#[path = "tests/conformance.rs"]
 mod conformance;
 mod memory;
 mod redis;
