@@ -27,7 +27,7 @@ fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
     pub broker: BrokerSettings,
@@ -44,7 +44,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Listen address.
     pub bind: String,
@@ -71,13 +71,13 @@ pub enum BrokerKind {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BrokerSettings {
     pub kind: BrokerKind,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
     /// Prefix of every key and channel, so that several deployments can share a Redis.
@@ -99,7 +99,7 @@ pub enum HandshakeErrors {
 }
 
 #[derive(Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     pub signing_kid: String,
     /// HS256 secrets by key id; empty means the built-in development key.
@@ -164,7 +164,7 @@ impl AuthSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HeartbeatSettings {
     pub interval_secs: u64,
     pub timeout_secs: u64,
@@ -177,7 +177,7 @@ impl Default for HeartbeatSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RoomSettings {
     pub max_per_connection: usize,
     pub device_grants: Vec<String>,
@@ -197,7 +197,7 @@ impl Default for RoomSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
     pub max_connections: usize,
     pub max_frame_bytes: usize,
@@ -233,7 +233,7 @@ impl Default for LimitSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct OfflineSettings {
     pub max_replay: usize,
 }
@@ -253,7 +253,7 @@ pub enum AssignmentMode {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AssignmentSettings {
     pub mode: AssignmentMode,
     pub max_sessions_per_agent: usize,
@@ -266,7 +266,7 @@ impl Default for AssignmentSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PresenceSettings {
     pub node_ttl_secs: u64,
 }
@@ -278,7 +278,7 @@ impl Default for PresenceSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownSettings {
     pub drain_secs: u64,
 }
@@ -290,7 +290,7 @@ impl Default for ShutdownSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// A `tracing` filter (`info`, `gateway=debug,info`); `RUST_LOG` wins.
     pub level: String,
@@ -426,6 +426,17 @@ mod tests {
         s.auth.keys.insert("k1".into(), "a-real-secret-of-enough-length".into());
         s.auth.signing_kid = "k1".into();
         s.validate().expect("with a configured key it may bind anywhere");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = config::Config::builder()
+            .set_override("server.bnid", "127.0.0.1:1")
+            .and_then(|b| b.build())
+            .and_then(|c| c.try_deserialize::<Settings>())
+            .expect_err("a typo is an error, not a silent default")
+            .to_string();
+        assert!(err.contains("bnid"), "{err}");
     }
 
     #[test]
