@@ -227,6 +227,27 @@ async def test_a_disconnected_agent_is_not_available(start_node):
     await wait_session_event(again, "session.assigned", customer.session_id)
 
 
+async def test_an_agent_logging_out_puts_its_sessions_back_for_the_others(start_node):
+    node = start_node(AUTO)
+    leaving, staying = await new_agent_user(node, "Leaving"), await new_agent_user(node, "Staying")
+    # log in for real: logout revokes a login's family
+    login = body_of(await call(node, "POST", "/api/v1/public/login",
+                               json={"username": leaving.username, "password": leaving.password}), 200)
+    leaving_ws = await connect(node, login["token"], "leaving")
+    customer = await new_customer(node)
+    await assigned_to(node, staying.token, customer.session_id, [leaving.id])
+
+    staying_ws = await connect(node, staying, "staying")
+    mark = staying_ws.mark()
+    assert (await call(node, "POST", "/api/v1/auth/logout", token=login["token"])).status_code == 204
+    await leaving_ws.closed_with(4005, "TOKEN_REVOKED")
+    # put back (session.queued to the agents), then assigned to the one still here
+    await wait_session_event(staying_ws, "session.queued", customer.session_id, after=mark)
+    ev = await wait_session_event(staying_ws, "session.assigned", customer.session_id, after=mark)
+    assert_session(ev["session"], status="assigned", agent_id=staying.id, customer=customer)
+    await assigned_to(node, staying.token, customer.session_id, [staying.id])
+
+
 # ------------------------------------------------------------------ transfer
 async def test_transfer_over_http_moves_live_messages_and_history(pool):
     node = pool(MANUAL)

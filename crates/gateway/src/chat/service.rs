@@ -619,15 +619,36 @@ impl ChatService {
 
     /// Run an assignment round in the background (auto mode only).
     pub fn spawn_assignment(&self) {
+        self.spawn_assignment_except(None);
+    }
+
+    fn spawn_assignment_except(&self, except: Option<String>) {
         if self.inner.settings.assignment.mode != AssignmentMode::Auto {
             return;
         }
         let this = self.clone();
-        actix::spawn(async move { this.assign_round().await });
+        actix::spawn(async move { this.assign_round(except.as_deref()).await });
     }
 
-    /// Assign queued sessions, oldest first, each to the least-loaded available agent.
-    pub async fn assign_round(&self) {
+    /// An agent logged out: the sessions they held go back to the queue (`session.queued`
+    /// to the agents) and, in auto mode, to the other available agents.
+    pub async fn agent_logged_out(&self, agent: &str) {
+        let Ok(sessions) = self.inner.store.sessions_of(agent, true).await else { return };
+        for session in sessions {
+            if let Ok(requeued) = self.inner.store.update_session(&session.id, SessionChange::Requeue).await {
+                if requeued.status == SessionStatus::Queued {
+                    info!(session_id = %requeued.id, agent_id = agent, "session put back in the queue: its agent logged out");
+                    self.announce_queued(&requeued).await;
+                }
+            }
+        }
+        // The agent's connections are closing right now: leave them out of this round.
+        self.spawn_assignment_except(Some(agent.to_string()));
+    }
+
+    /// Assign queued sessions, oldest first, each to the least-loaded available agent
+    /// (other than `except`).
+    pub async fn assign_round(&self, except: Option<&str>) {
         let _round = self.inner.assigning.lock().await;
         let max = self.inner.settings.assignment.max_sessions_per_agent;
         for _ in 0..ASSIGN_ROUND_MAX {
@@ -635,7 +656,7 @@ impl ChatService {
             let Some(session) = queued.into_iter().next() else { return };
             let Ok(agents) = self.inner.presence.available_agents().await else { return };
             let mut best: Option<(usize, String)> = None;
-            for agent in agents {
+            for agent in agents.into_iter().filter(|a| Some(a.as_str()) != except) {
                 let Ok(load) = self.inner.store.agent_load(&agent).await else { return };
                 if load < max && best.as_ref().is_none_or(|(l, a)| (load, &agent) < (*l, a)) {
                     best = Some((load, agent));

@@ -251,6 +251,9 @@ pub async fn logout(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResp
     if let Some(which) = which {
         gw.close_revoked(user, which).await;
     }
+    if caller.claims.role == Role::Agent {
+        gw.chat.agent_logged_out(&caller.claims.sub).await;
+    }
     info!(user = %caller.claims.sub, "logged out");
     Ok(HttpResponse::NoContent().finish())
 }
