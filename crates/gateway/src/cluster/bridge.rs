@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::PubSubSink;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::wire;
 use crate::hub::room_service::Unavailable;
-use crate::hub::rooms::{Broadcast, Deliver, RoomHub};
+use crate::hub::rooms::{Broadcast, Deliver, DeliverMany, RoomHub};
 use crate::hub::users::{Resync, Revoke, Revoked, SendToAgents, SendToUser, Touch, UserHub};
 use crate::outbound::{ConnId, Outbound};
 
@@ -30,6 +30,8 @@ use crate::outbound::{ConnId, Outbound};
 const ENSURE_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Most relayed items taken from the connection before handing them on.
+const RELAY_BATCH: usize = 512;
 
 /// Make sure this node receives `channel` (one more local interest).
 #[derive(Message)]
@@ -113,8 +115,20 @@ impl Bridge {
                     Ok(Ok(pubsub)) => {
                         let (sink, mut stream) = pubsub.split();
                         me.do_send(Connected { sink });
-                        while let Some(msg) = stream.next().await {
-                            relay(&targets, msg.get_channel_name(), msg.get_payload_bytes()).await;
+                        let mut notices = NoticeBatch::default();
+                        while let Some(first) = stream.next().await {
+                            // Take everything already received in one go: notices are
+                            // handed to each room shard as one batch (one wake-up).
+                            let mut next = Some(first);
+                            let mut taken = 0;
+                            while let Some(msg) = next.take() {
+                                relay(&targets, msg.get_channel_name(), msg.get_payload_bytes(), &mut notices).await;
+                                taken += 1;
+                                if taken < RELAY_BATCH {
+                                    next = stream.next().now_or_never().flatten();
+                                }
+                            }
+                            notices.flush(&targets).await;
                         }
                         me.do_send(Disconnected);
                         return;
@@ -256,8 +270,23 @@ fn resync(targets: &LocalTargets) {
     targets.rooms.resync();
 }
 
-/// Deliver one relayed item to this node's registries.
-async fn relay(targets: &LocalTargets, channel: &str, payload: &[u8]) {
+/// Room notices taken from the bus, grouped by room shard.
+#[derive(Default)]
+struct NoticeBatch {
+    by_shard: HashMap<usize, Vec<Deliver>>,
+}
+
+impl NoticeBatch {
+    async fn flush(&mut self, targets: &LocalTargets) {
+        for (shard, notices) in self.by_shard.drain() {
+            deliver(targets.rooms.shard_at(shard), DeliverMany { notices }).await;
+        }
+    }
+}
+
+/// Deliver one relayed item to this node's registries (room notices into `notices`,
+/// to be flushed by the caller).
+async fn relay(targets: &LocalTargets, channel: &str, payload: &[u8], notices: &mut NoticeBatch) {
     let Some((header, body)) = wire::decode(payload) else {
         warn!(channel, "bridge: unreadable item dropped");
         return;
@@ -271,9 +300,14 @@ async fn relay(targets: &LocalTargets, channel: &str, payload: &[u8]) {
         match header.k {
             'n' => {
                 let Some(seq) = header.q else { return };
-                deliver(shard, Deliver { room, seq, frame }).await;
+                let index = targets.rooms.shard_index(&room);
+                notices.by_shard.entry(index).or_default().push(Deliver { room, seq, frame });
             }
-            'p' => deliver(shard, Broadcast { room, frame, except_user: header.x.map(Arc::from) }).await,
+            'p' => {
+                // Keep the room's order: notices taken before this go first.
+                notices.flush(targets).await;
+                deliver(shard, Broadcast { room, frame, except_user: header.x.map(Arc::from) }).await
+            }
             _ => {}
         }
     } else if let Some(user) = rest.strip_prefix("user:") {

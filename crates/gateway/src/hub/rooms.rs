@@ -88,6 +88,13 @@ pub struct Deliver {
     pub frame: ByteString,
 }
 
+/// Cluster mode: several notices from the bridge at once, in arrival order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverMany {
+    pub notices: Vec<Deliver>,
+}
+
 /// Cluster mode: notices up to `to` cannot be had any more (history expired).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -366,6 +373,16 @@ impl Handler<Deliver> for RoomShard {
     }
 }
 
+impl Handler<DeliverMany> for RoomShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliverMany, ctx: &mut Self::Context) {
+        for n in msg.notices {
+            self.deliver(&n.room, n.seq, n.frame, ctx);
+        }
+    }
+}
+
 impl Handler<Skip> for RoomShard {
     type Result = ();
 
@@ -444,7 +461,15 @@ impl RoomHub {
     }
 
     pub fn shard(&self, room: &str) -> &Addr<RoomShard> {
-        &self.shards[super::shard_of(room, self.shards.len())]
+        &self.shards[self.shard_index(room)]
+    }
+
+    pub fn shard_index(&self, room: &str) -> usize {
+        super::shard_of(room, self.shards.len())
+    }
+
+    pub fn shard_at(&self, index: usize) -> &Addr<RoomShard> {
+        &self.shards[index]
     }
 
     /// Every shard fetches what its rooms missed (after the bridge reconnected).
