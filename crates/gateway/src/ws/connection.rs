@@ -216,9 +216,13 @@ impl Connection {
     }
 
     fn schedule_heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.schedule_heartbeat_in(ctx, self.gw.settings.heartbeat_interval());
+    }
+
+    fn schedule_heartbeat_in(&self, ctx: &mut ws::WebsocketContext<Self>, after: Duration) {
         // Rescheduled each time rather than `run_interval`, so that a connection that
         // was frozen behind a full socket does not replay missed ticks at once.
-        ctx.run_later(self.gw.settings.heartbeat_interval(), |act, ctx| {
+        ctx.run_later(after, |act, ctx| {
             if let Some(w) = &act.watched {
                 w.progressed();
             }
@@ -697,7 +701,10 @@ impl Actor for Connection {
         self.gw.metrics.connections_open.inc();
         self.gw.metrics.connections_total.get_or_create(&vec![("endpoint", self.endpoint.as_str())]).inc();
         self.send_hello(ctx);
-        self.schedule_heartbeat(ctx);
+        // The first tick at a random point of the interval: connections opened together
+        // (a reconnect storm, a load test) do not all ping in the same instant.
+        let interval = self.gw.settings.heartbeat_interval();
+        self.schedule_heartbeat_in(ctx, interval.mul_f64(0.5 + rand::random::<f64>() * 0.5));
         if self.identity.is_some() {
             self.authenticated(ctx);
             self.join_push_rooms();
