@@ -80,8 +80,8 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_only_believed_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
-        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let proxy: IpAddr = "10.0.0.2".parse().expect("an address");
+        let client: IpAddr = "203.0.113.9".parse().expect("an address");
         let spoofed = "198.51.100.1, 203.0.113.9";
         assert_eq!(client_ip(Some(client), Some("1.2.3.4"), &[proxy]), Some(client), "untrusted peer: header ignored");
         assert_eq!(client_ip(Some(proxy), Some(spoofed), &[proxy]), Some(client), "rightmost untrusted hop");
@@ -91,8 +91,8 @@ mod tests {
     #[tokio::test]
     async fn local_limit_is_per_address() {
         let limit = TokenRequestLimit::local(2);
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let a: IpAddr = "127.0.0.1".parse().expect("an address");
+        let b: IpAddr = "127.0.0.2".parse().expect("an address");
         assert_eq!(limit.check(a).await, LimitOutcome::Allowed);
         assert_eq!(limit.check(a).await, LimitOutcome::Allowed);
         assert_eq!(limit.check(a).await, LimitOutcome::Limited);
