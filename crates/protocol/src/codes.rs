@@ -88,7 +88,7 @@ impl ErrorCode {
             ErrorCode::TokenRevoked => CloseCode::TOKEN_REVOKED,
             ErrorCode::Forbidden => CloseCode::FORBIDDEN,
             ErrorCode::InvalidRequest | ErrorCode::MissingRoom => CloseCode::INVALID_REQUEST,
-            ErrorCode::ServerBusy => CloseCode::TRY_AGAIN_LATER,
+            ErrorCode::ServerBusy | ErrorCode::Unavailable => CloseCode::TRY_AGAIN_LATER,
             ErrorCode::RateLimited => CloseCode::RATE_LIMITED,
             _ => return None,
         })
@@ -131,6 +131,8 @@ pub enum CloseReason {
     MessageTooBig,
     ServiceRestart,
     ServerBusy,
+    /// The shared store or bus (Redis) is unreachable: try again after a backoff.
+    Unavailable,
     InvalidRequest,
     MissingRoom,
     MissingToken,
@@ -152,7 +154,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => CloseCode::INVALID_UTF8,
             CloseReason::MessageTooBig => CloseCode::MESSAGE_TOO_BIG,
             CloseReason::ServiceRestart => CloseCode::SERVICE_RESTART,
-            CloseReason::ServerBusy => CloseCode::TRY_AGAIN_LATER,
+            CloseReason::ServerBusy | CloseReason::Unavailable => CloseCode::TRY_AGAIN_LATER,
             CloseReason::InvalidRequest | CloseReason::MissingRoom => CloseCode::INVALID_REQUEST,
             CloseReason::MissingToken | CloseReason::AuthTimeout => CloseCode::AUTH,
             CloseReason::TokenExpired => CloseCode::TOKEN_EXPIRED,
@@ -173,6 +175,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "MESSAGE_TOO_BIG",
             CloseReason::ServiceRestart => "SERVICE_RESTART",
             CloseReason::ServerBusy => "SERVER_BUSY",
+            CloseReason::Unavailable => "UNAVAILABLE",
             CloseReason::InvalidRequest => "INVALID_REQUEST",
             CloseReason::MissingRoom => "MISSING_ROOM",
             CloseReason::MissingToken => "MISSING_TOKEN",
@@ -200,6 +203,7 @@ impl CloseReason {
             ErrorCode::InvalidRequest => CloseReason::InvalidRequest,
             ErrorCode::MissingRoom => CloseReason::MissingRoom,
             ErrorCode::ServerBusy => CloseReason::ServerBusy,
+            ErrorCode::Unavailable => CloseReason::Unavailable,
             ErrorCode::RateLimited => CloseReason::RateLimited,
             _ => return None,
         })

@@ -51,6 +51,9 @@ pub struct JoinRequest {
     pub since: Option<u64>,
     pub reference: Option<FrameId>,
     pub announce: bool,
+    /// The connection is subscribed already (a repeated `subscribe`): it keeps its one
+    /// share of the node's interest in the room.
+    pub again: bool,
 }
 
 #[derive(Clone)]
@@ -69,12 +72,23 @@ impl RoomService {
         &self.hub
     }
 
+    /// Subscribe; on an error nothing is left behind (the caller must not `leave`).
     pub async fn join(&self, req: JoinRequest) -> Result<(), Unavailable> {
         let snapshot = match &self.cluster {
             Some(cluster) => {
-                cluster.watch(&req.room).await?;
-                match cluster.snapshot(&req.room, req.since).await {
-                    Ok(s) => Some(s),
+                // `watch` counts the interest even when it times out: every watch is
+                // paired with an unwatch, here on failure or in `leave`.
+                let snapshot = match cluster.watch(&req.room).await {
+                    Ok(()) => cluster.snapshot(&req.room, req.since).await,
+                    Err(e) => Err(e),
+                };
+                match snapshot {
+                    Ok(s) => {
+                        if req.again {
+                            cluster.unwatch(&req.room);
+                        }
+                        Some(s)
+                    }
                     Err(e) => {
                         cluster.unwatch(&req.room);
                         return Err(e);
@@ -97,7 +111,13 @@ impl RoomService {
             announce: req.announce,
             snapshot,
         };
-        self.hub.shard(&req.room).send(join).await.map_err(|e| Unavailable(e.to_string()))?;
+        if let Err(e) = self.hub.shard(&req.room).send(join).await {
+            // The shard is gone (the node is stopping): undo this join's interest.
+            if let (Some(cluster), false) = (&self.cluster, req.again) {
+                cluster.unwatch(&req.room);
+            }
+            return Err(Unavailable(e.to_string()));
+        }
         match self.presence.room_join(&req.room, &req.conn_key, &member).await {
             Ok(Transition::CameOnline) => self.announce(&req.room, &user, PresenceStatus::Online).await,
             Ok(_) => {}

@@ -302,7 +302,7 @@ impl Connection {
         self.expiry_timers = vec![warn, close];
     }
 
-    fn join_push_rooms(&mut self) {
+    fn join_push_rooms(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let Some(identity) = self.identity.clone() else { return };
         for room in std::mem::take(&mut self.push_rooms) {
             let room: Arc<str> = room.into();
@@ -314,14 +314,19 @@ impl Connection {
                 since: None,
                 reference: None,
                 announce: false,
+                again: false,
             };
             let rooms = self.gw.rooms.clone();
-            let span = self.span.clone();
-            actix::spawn(async move {
-                if let Err(e) = rooms.join(req).await {
-                    tracing::warn!(parent: &span, error = %e, "push subscription failed");
+            let joined = async move { (req.room.clone(), rooms.join(req).await) };
+            ctx.spawn(joined.into_actor(self).map(|(room, result), act, ctx| {
+                if let Err(e) = result {
+                    // A push connection without its room is useless: let the client come
+                    // back after a backoff (1013 UNAVAILABLE), when the bus is reachable.
+                    tracing::warn!(parent: &act.span, room = %room, error = %e, "push subscription failed");
+                    act.rooms.retain(|r| *r != room);
+                    act.close(ctx, CloseReason::Unavailable);
                 }
-            });
+            }));
         }
     }
 
@@ -495,6 +500,7 @@ impl Connection {
             since,
             reference: id.clone(),
             announce: true,
+            again: known,
         };
         let rooms = self.gw.rooms.clone();
         // Awaited, so that frames after this one see the subscription.
@@ -707,7 +713,7 @@ impl Actor for Connection {
         self.schedule_heartbeat_in(ctx, interval.mul_f64(0.5 + rand::random::<f64>() * 0.5));
         if self.identity.is_some() {
             self.authenticated(ctx);
-            self.join_push_rooms();
+            self.join_push_rooms(ctx);
         } else {
             let timeout = Duration::from_secs(self.gw.settings.auth.timeout_secs);
             self.auth_timer = Some(ctx.run_later(timeout, |act, ctx| {

@@ -122,7 +122,14 @@ async fn admit(req: &HttpRequest, gw: &Gateway, endpoint: Endpoint) -> Result<Ad
     let identity = match token {
         None => None,
         Some(token) => {
-            let claims = gw.auth.verify(&token).await.map_err(|e| ApiError::new(e.code(), e.message()))?;
+            let claims = gw.auth.verify(&token).await.map_err(|e| {
+                let failure = ApiError::new(e.code(), e.message());
+                if e.code() == ErrorCode::Unavailable {
+                    failure.with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
+                } else {
+                    failure
+                }
+            })?;
             Some(Identity::from_claims(claims))
         }
     };
