@@ -30,6 +30,15 @@ impl TokenRequestLimit {
         TokenRequestLimit::Local(RateLimiter::keyed(Quota::per_minute(per_min)))
     }
 
+    /// Forget addresses whose limit has fully recovered, so that the memory limiter
+    /// stays bounded by the recently active clients (called periodically).
+    pub fn forget_idle(&self) {
+        if let TokenRequestLimit::Local(limiter) = self {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
     pub async fn check(&self, ip: IpAddr) -> LimitOutcome {
         match self {
             TokenRequestLimit::Local(limiter) => {

@@ -152,6 +152,14 @@ async fn serve(settings: Settings, workers: usize) -> Result<(), ServeError> {
         BrokerKind::Redis => cluster_gateway(&settings, node_id.clone(), keyring, &handles, limits, metrics).await?,
     };
     let gw = web::Data::new(gw);
+    let sweeper = gw.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            sweeper.token_requests.forget_idle();
+        }
+    });
     if let Some(presence) = cluster_presence(&gw) {
         spawn_presence_keeper(gw.clone(), presence, Duration::from_secs(settings.presence.node_ttl_secs.max(3)));
     }
