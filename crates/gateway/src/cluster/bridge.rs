@@ -206,7 +206,9 @@ impl Handler<Ensure> for Bridge {
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();
-        self.waiters.entry(msg.channel).or_default().push(tx);
+        let waiting = self.waiters.entry(msg.channel).or_default();
+        waiting.retain(|w| !w.is_closed());
+        waiting.push(tx);
         self.flush(ctx);
         Box::pin(async move {
             match tokio::time::timeout(ENSURE_TIMEOUT, rx).await {
@@ -225,6 +227,8 @@ impl Handler<Release> for Bridge {
             *n -= 1;
             if *n == 0 {
                 self.wanted.remove(&msg.channel);
+                // Nobody waits for a channel nobody wants (their `Ensure` timed out).
+                self.waiters.remove(&msg.channel);
                 self.flush(ctx);
             }
         }
