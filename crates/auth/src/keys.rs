@@ -74,9 +74,9 @@ impl fmt::Debug for Keyring {
     }
 }
 
-/// What to put in a new token; [`Keyring::issue`] adds `iat`, `exp`, `jti`, `iss`, `aud`.
-#[derive(Debug, Clone)]
-pub struct TokenSpec {
+/// Who a token speaks for: the claims a token family keeps for every token it issues.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Subject {
     pub sub: String,
     pub role: Role,
     pub name: Option<String>,
@@ -84,6 +84,19 @@ pub struct TokenSpec {
     pub sid: Option<String>,
     pub rooms: Option<Vec<String>>,
     pub publish: Option<Vec<String>>,
+}
+
+impl Subject {
+    /// `sub` with `role` and nothing else; set the other fields directly.
+    pub fn new(sub: impl Into<String>, role: Role) -> Self {
+        Subject { sub: sub.into(), role, name: None, channel: None, sid: None, rooms: None, publish: None }
+    }
+}
+
+/// What to put in a new token; [`Keyring::issue`] adds `iat`, `exp`, `jti`, `iss`, `aud`.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub subject: Subject,
     pub fam: Option<String>,
     /// Lifetime; `None` is the role's [`Role::default_ttl`].
     pub ttl: Option<Duration>,
@@ -92,17 +105,7 @@ pub struct TokenSpec {
 impl TokenSpec {
     /// A token for `sub` with `role` and nothing else; set the other fields directly.
     pub fn new(sub: impl Into<String>, role: Role) -> Self {
-        TokenSpec {
-            sub: sub.into(),
-            role,
-            name: None,
-            channel: None,
-            sid: None,
-            rooms: None,
-            publish: None,
-            fam: None,
-            ttl: None,
-        }
+        TokenSpec { subject: Subject::new(sub, role), fam: None, ttl: None }
     }
 }
 
@@ -259,15 +262,16 @@ impl Keyring {
     /// `iss` and `aud`, no `nbf`.
     pub fn issue(&self, spec: TokenSpec) -> Result<IssuedToken, TokenError> {
         let now = unix_now();
-        let ttl = spec.ttl.unwrap_or_else(|| spec.role.default_ttl());
+        let Subject { sub, role, name, channel, sid, rooms, publish } = spec.subject;
+        let ttl = spec.ttl.unwrap_or_else(|| role.default_ttl());
         let claims = Claims {
-            sub: spec.sub,
-            role: spec.role,
-            name: spec.name,
-            channel: spec.channel,
-            sid: spec.sid,
-            rooms: spec.rooms,
-            publish: spec.publish,
+            sub,
+            role,
+            name,
+            channel,
+            sid,
+            rooms,
+            publish,
             fam: spec.fam,
             iat: Some(now),
             nbf: None,
@@ -389,7 +393,7 @@ pub(crate) mod tests {
     fn issue_then_verify_round_trips() {
         let ring = keyring();
         let mut spec = TokenSpec::new("a1", Role::Agent);
-        spec.rooms = Some(vec!["news.*".into()]);
+        spec.subject.rooms = Some(vec!["news.*".into()]);
         let issued = ring.issue(spec).expect("signs");
         assert_eq!(ring.verify(&issued.token), Ok(issued.claims.clone()));
         let c = &issued.claims;

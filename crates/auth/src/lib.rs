@@ -38,9 +38,9 @@ pub use agents::{
 };
 pub use claims::{pattern_matches, Audience, Claims};
 pub use error::TokenError;
-pub use keys::{IssuedToken, Keyring, KeyringConfig, KeyringError, TokenSpec};
+pub use keys::{IssuedToken, Keyring, KeyringConfig, KeyringError, Subject, TokenSpec};
 pub use lockout::{LoginThrottle, MemoryLoginThrottle};
 pub use redis_store::{RedisAgentStore, RedisLoginThrottle, RedisTokenStore};
 pub use roles::{Role, UnknownRole};
 pub use store::{Family, MemoryTokenStore, RefreshState, RotateOutcome, StoreError, TokenStore};
-pub use tokens::{hash_refresh_token, AuthError, Authenticator, FamilySpec, TokenPair, REFRESH_PREFIX, REFRESH_TTL};
+pub use tokens::{hash_refresh_token, AuthError, Authenticator, TokenPair, REFRESH_PREFIX, REFRESH_TTL};

@@ -9,19 +9,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::Role;
+use crate::Subject;
 
-/// Everything needed to re-issue an access token for a family.
+/// A token family: its id and the subject it re-issues access tokens for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Family {
     pub id: String,
-    pub sub: String,
-    pub role: Role,
-    pub name: Option<String>,
-    pub channel: Option<String>,
-    pub sid: Option<String>,
-    pub rooms: Option<Vec<String>>,
-    pub publish: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub subject: Subject,
 }
 
 /// The store did not answer; callers answer `UNAVAILABLE`.
@@ -249,16 +244,7 @@ pub(crate) mod tests {
     const TTL: Duration = Duration::from_secs(60);
 
     pub(crate) fn family(id: &str) -> Family {
-        Family {
-            id: id.into(),
-            sub: "c1".into(),
-            role: Role::Customer,
-            name: None,
-            channel: None,
-            sid: None,
-            rooms: None,
-            publish: None,
-        }
+        Family { id: id.into(), subject: Subject::new("c1", crate::Role::Customer) }
     }
 
     pub(crate) async fn rotation_chain_and_reuse(store: &dyn TokenStore) {

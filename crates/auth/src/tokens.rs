@@ -10,6 +10,7 @@ use protocol::ErrorCode;
 use sha2::{Digest, Sha256};
 
 use crate::keys::unix_now;
+use crate::Subject;
 use crate::{Claims, Family, IssuedToken, Keyring, Role, RotateOutcome, StoreError, TokenError, TokenSpec, TokenStore};
 
 /// Lifetime of a refresh token, and so of a family that keeps refreshing.
@@ -52,25 +53,6 @@ impl AuthError {
             AuthError::Store(_) => "the token store is unavailable: try again shortly".to_owned(),
             other => other.to_string(),
         }
-    }
-}
-
-/// What a new family needs: [`Family`] without the id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FamilySpec {
-    pub sub: String,
-    pub role: Role,
-    pub name: Option<String>,
-    pub channel: Option<String>,
-    pub sid: Option<String>,
-    pub rooms: Option<Vec<String>>,
-    pub publish: Option<Vec<String>>,
-}
-
-impl FamilySpec {
-    /// A family for `sub` with `role` and nothing else; set the other fields directly.
-    pub fn new(sub: impl Into<String>, role: Role) -> Self {
-        FamilySpec { sub: sub.into(), role, name: None, channel: None, sid: None, rooms: None, publish: None }
     }
 }
 
@@ -121,17 +103,8 @@ impl Authenticator {
 
     /// Starts a family (customer-token, login): a new family id, an access token with
     /// `fam` = that id, and its first refresh token.
-    pub async fn open_family(&self, family: FamilySpec) -> Result<TokenPair, AuthError> {
-        let family = Family {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            sub: family.sub,
-            role: family.role,
-            name: family.name,
-            channel: family.channel,
-            sid: family.sid,
-            rooms: family.rooms,
-            publish: family.publish,
-        };
+    pub async fn open_family(&self, subject: Subject) -> Result<TokenPair, AuthError> {
+        let family = Family { id: uuid::Uuid::new_v4().simple().to_string(), subject };
         let access = self.issue_for(&family)?;
         let refresh_token = new_refresh_token();
         self.store.put_refresh(&family, &hash_refresh_token(&refresh_token), self.refresh_ttl).await?;
@@ -152,7 +125,7 @@ impl Authenticator {
         if let Some(expected) = expected_sub {
             // A family's subject never changes, so checking before rotating is safe.
             match self.store.family_of(&hash).await? {
-                Some((family, _)) if family.sub == expected => {}
+                Some((family, _)) if family.subject.sub == expected => {}
                 _ => return Err(AuthError::InvalidRefreshToken),
             }
         }
@@ -166,7 +139,7 @@ impl Authenticator {
             RotateOutcome::Reused(family) => {
                 // The store revoked the family for the refresh lifetime; make sure the
                 // revocation also outlives the family's access tokens.
-                self.store.revoke_family(&family.id, self.family_revocation_ttl(family.role)).await?;
+                self.store.revoke_family(&family.id, self.family_revocation_ttl(family.subject.role)).await?;
                 Err(AuthError::FamilyRevoked(Box::new(family)))
             }
             RotateOutcome::Revoked(_) => Err(TokenError::Revoked.into()),
@@ -214,17 +187,7 @@ impl Authenticator {
 
     /// An access token of `family`, with the role's default lifetime.
     fn issue_for(&self, family: &Family) -> Result<IssuedToken, TokenError> {
-        self.keyring.issue(TokenSpec {
-            sub: family.sub.clone(),
-            role: family.role,
-            name: family.name.clone(),
-            channel: family.channel.clone(),
-            sid: family.sid.clone(),
-            rooms: family.rooms.clone(),
-            publish: family.publish.clone(),
-            fam: Some(family.id.clone()),
-            ttl: None,
-        })
+        self.keyring.issue(TokenSpec { subject: family.subject.clone(), fam: Some(family.id.clone()), ttl: None })
     }
 
     /// Long enough to outlive every token of a family revoked now: its live refresh
@@ -255,8 +218,8 @@ mod tests {
         Authenticator::new(keyring(), Arc::new(MemoryTokenStore::default()))
     }
 
-    fn customer(id: &str) -> FamilySpec {
-        FamilySpec { channel: Some("web".into()), sid: Some("s1".into()), ..FamilySpec::new(id, Role::Customer) }
+    fn customer(id: &str) -> Subject {
+        Subject { channel: Some("web".into()), sid: Some("s1".into()), ..Subject::new(id, Role::Customer) }
     }
 
     fn is_revoked<T: fmt::Debug>(result: Result<T, AuthError>) -> bool {
@@ -335,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn logout_revokes_the_family() {
         let auth = service();
-        let pair = auth.open_family(FamilySpec::new("a1", Role::Agent)).await.expect("opens");
+        let pair = auth.open_family(Subject::new("a1", Role::Agent)).await.expect("opens");
         let claims = auth.verify(&pair.access.token).await.expect("valid");
         auth.revoke(&claims).await.expect("revokes");
         assert!(is_revoked(auth.verify(&pair.access.token).await));

@@ -20,13 +20,9 @@ pub struct Common {
     /// Comma-separated node URLs.
     #[arg(long, value_delimiter = ',', required = true)]
     pub nodes: Vec<String>,
-    #[arg(long, env = "CHAT_BENCH_SERVICE_TOKEN", default_value = "")]
-    pub service_token: String,
-    /// HS256 secret to mint agent tokens (sub = agentId from the admin API).
-    #[arg(long, env = "CHAT_BENCH_SECRET", default_value = "")]
-    pub secret: String,
-    #[arg(long, default_value = "dev")]
-    pub kid: String,
+    /// Agent tokens are minted with sub = agentId from the admin API.
+    #[command(flatten)]
+    pub credentials: crate::util::Credentials,
     #[arg(long, default_value = "")]
     pub label: String,
 }
@@ -72,7 +68,7 @@ async fn create_agent(conn: &mut Conn, c: &Common, minter: &Minter, tag: &str) -
     let r = conn
         .post_json(
             "/api/v1/admin/agents",
-            Some(&c.service_token),
+            Some(&c.credentials.service_token),
             &json!({"username": username, "password": "bench-password-123", "name": format!("Agent {tag}")}),
         )
         .await
@@ -132,7 +128,7 @@ pub async fn chat(a: ChatArgs) -> Result<Value, String> {
         return Err("need --nodes and -p > 0".into());
     }
     util::check_nofile(a.pairs * 2 + 16)?;
-    let minter = Minter::new(&c.secret, &c.kid)?;
+    let minter = c.credentials.minter()?;
     let rid = util::run_id();
     let mut https: Vec<Conn> = c.nodes.iter().map(|u| Conn::new(&http_base(u))).collect();
     let mut pairs = Vec::new();
@@ -287,7 +283,7 @@ pub async fn replay(a: ReplayArgs) -> Result<Value, String> {
     if n == 0 || a.k == 0 {
         return Err("need --nodes and -k > 0".into());
     }
-    let minter = Minter::new(&c.secret, &c.kid)?;
+    let minter = c.credentials.minter()?;
     let rid = util::run_id();
     let (an, cn) = (0, 1 % n);
     let mut ha = Conn::new(&http_base(&c.nodes[an]));

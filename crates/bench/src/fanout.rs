@@ -16,7 +16,7 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::{http_base, ws_base, Conn};
-use crate::util::{self, now_ns, LatencySummary, Minter, SharedHist, Ws};
+use crate::util::{self, now_ns, LatencySummary, SharedHist, Ws};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FanoutArgs {
@@ -39,14 +39,9 @@ pub struct FanoutArgs {
     /// Publishing time in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
-    /// Service bearer for the publish route.
-    #[arg(long, env = "CHAT_BENCH_SERVICE_TOKEN", default_value = "")]
-    pub service_token: String,
-    /// HS256 secret for the subscribers' tokens (role device, rooms [*]).
-    #[arg(long, env = "CHAT_BENCH_SECRET", default_value = "")]
-    pub secret: String,
-    #[arg(long, default_value = "dev")]
-    pub kid: String,
+    /// Subscribers get device tokens with rooms [*].
+    #[command(flatten)]
+    pub credentials: util::Credentials,
     /// Server pids whose utime+stime is read before and after (CPU per delivery).
     #[arg(long, value_delimiter = ',')]
     pub pids: Vec<u32>,
@@ -115,7 +110,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value, String> {
     }
     util::check_nofile(a.subscribers + a.pub_conns)?;
     let n_nodes = a.nodes.len();
-    let minter = Minter::new(&a.secret, &a.kid)?;
+    let minter = a.credentials.minter()?;
     let rid = util::run_id();
     let prefix = a.room_prefix.clone().unwrap_or_else(|| format!("bench-{rid}"));
     let room_names: Vec<String> = (0..a.rooms).map(|r| format!("{prefix}-{r}")).collect();
@@ -205,7 +200,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value, String> {
     for c in 0..a.pub_conns.max(1) {
         let node = c % n_nodes;
         let mut conn = Conn::new(&http_base(&a.nodes[node]));
-        let bearer = a.service_token.clone();
+        let bearer = a.credentials.service_token.clone();
         let (shared, rooms_seq, published, publish_errors, pub_seq, stalled, first_pub_error) = (
             shared.clone(),
             rooms_seq.clone(),

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::http::ws_base;
-use crate::util::{self, Minter, Ws};
+use crate::util::{self, Ws};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct IdleArgs {
@@ -25,10 +25,8 @@ pub struct IdleArgs {
     /// `chat`: /ws/chat?token=T (customer token, waits for hello); `push`: /ws?token=T&roomIds=idle-K.
     #[arg(long, default_value = "chat")]
     pub endpoint: String,
-    #[arg(long, env = "CHAT_BENCH_SECRET", default_value = "")]
-    pub secret: String,
-    #[arg(long, default_value = "dev")]
-    pub kid: String,
+    #[command(flatten)]
+    pub credentials: crate::util::Credentials,
     /// Connections opened concurrently while ramping up.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
@@ -41,7 +39,7 @@ pub struct IdleArgs {
 
 pub async fn run(a: IdleArgs) -> Result<Value, String> {
     util::check_nofile(a.n)?;
-    let minter = Minter::new(&a.secret, &a.kid)?;
+    let minter = a.credentials.minter()?;
     let rid = util::run_id();
     let rss_before = util::rss_kib(a.pid).ok_or_else(|| format!("cannot read /proc/{}/status", a.pid))?;
     let (stop_tx, stop_rx) = watch::channel(false);

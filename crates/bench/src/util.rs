@@ -24,6 +24,26 @@ pub fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// How the tool authenticates against the nodes: the service bearer (publish, admin
+/// routes) and the HS256 key it mints user tokens with.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Credentials {
+    /// Service bearer for the publish and admin routes.
+    #[arg(long, env = "CHAT_BENCH_SERVICE_TOKEN", default_value = "")]
+    pub service_token: String,
+    /// HS256 secret of the nodes' signing key, to mint tokens.
+    #[arg(long, env = "CHAT_BENCH_SECRET", default_value = "")]
+    pub secret: String,
+    #[arg(long, default_value = "dev")]
+    pub kid: String,
+}
+
+impl Credentials {
+    pub fn minter(&self) -> Result<Minter, String> {
+        Minter::new(&self.secret, &self.kid)
+    }
+}
+
 /// HS256 token per PROTOCOL.md §1 (kid header; sub, role, name, exp, iss, aud, rooms).
 pub struct Minter {
     key: jsonwebtoken::EncodingKey,

@@ -200,10 +200,6 @@ impl ConnHandle {
         Sent::SlowConsumer
     }
 
-    pub fn limit(&self) -> usize {
-        self.budget.limit
-    }
-
     /// Ask the connection to close (never blocks; a full mailbox means it is stuck,
     /// which the watchdog handles).
     pub fn close(&self, reason: CloseReason) {

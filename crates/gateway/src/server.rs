@@ -83,11 +83,11 @@ pub fn mint_token(settings: &Settings, req: TokenRequest) -> Result<String, Mint
     }
     let keyring = keyring(settings)?;
     let mut spec = TokenSpec::new(req.sub, role);
-    spec.name = req.name;
-    spec.rooms = req.rooms;
-    spec.publish = req.publish;
-    spec.channel = req.channel;
-    spec.sid = req.sid;
+    spec.subject.name = req.name;
+    spec.subject.rooms = req.rooms;
+    spec.subject.publish = req.publish;
+    spec.subject.channel = req.channel;
+    spec.subject.sid = req.sid;
     spec.ttl = req.ttl_secs.map(Duration::from_secs);
     keyring.issue(spec).map(|t| t.token).map_err(|e| MintError::Sign(e.message()))
 }

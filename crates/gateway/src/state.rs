@@ -95,10 +95,6 @@ impl ConnectionSlots {
             .ok()
             .map(|_| SlotGuard(self.clone()))
     }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
 }
 
 /// One connection slot; released on drop.
@@ -178,18 +174,19 @@ impl Gateway {
     pub async fn register(gw: actix_web::web::Data<Self>, register: crate::hub::users::Register) {
         if let Some(cluster) = &gw.cluster {
             let channel = crate::cluster::wire::user_channel(&cluster.prefix, &register.user);
-            if let Ok(Err(e)) = cluster.bridge.send(crate::cluster::bridge::Ensure { channel }).await {
+            let holder = register.conn.conn.id;
+            if let Ok(Err(e)) = cluster.bridge.send(crate::cluster::bridge::Ensure { channel, holder }).await {
                 tracing::warn!(user = %register.user, error = %e, "live delivery across nodes waits for redis");
             }
         }
         let _ = gw.users.shard(&register.user).send(register).await;
     }
 
-    /// The user's connection here closed (after `register`).
-    pub fn unwatch_user(&self, user: &str) {
+    /// The user's connection `holder` here closed (after `register`).
+    pub async fn unwatch_user(&self, user: &str, holder: ConnId) {
         if let Some(cluster) = &self.cluster {
             let channel = crate::cluster::wire::user_channel(&cluster.prefix, user);
-            let _ = cluster.bridge.try_send(crate::cluster::bridge::Release { channel });
+            let _ = cluster.bridge.send(crate::cluster::bridge::Release { channel, holder }).await;
         }
     }
 }

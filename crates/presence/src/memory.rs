@@ -137,13 +137,5 @@ mod tests {
         )*};
     }
 
-    conformance!(
-        first_and_last_connection_are_transitions,
-        repeated_connection_ids_change_nothing,
-        room_membership_counts_connections_per_user,
-        rooms_are_independent_and_vanish_when_empty,
-        away_agents_are_not_available,
-        away_survives_reconnects,
-        agent_flag_ends_with_the_last_connection,
-    );
+    crate::conformance::each_case!(conformance);
 }

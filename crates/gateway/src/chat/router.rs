@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::hub::users::{SendToAgents, SendToUser};
-use crate::hub::UserHubRef;
+use crate::hub::users::{SendToAgents, SendToUser, UserHub};
 use crate::outbound::{ConnId, Outbound};
 
 /// Relays deliveries to the other nodes of a cluster.
@@ -21,12 +20,12 @@ pub trait Relay: Send + Sync + 'static {
 
 #[derive(Clone)]
 pub struct Router {
-    users: UserHubRef,
+    users: UserHub,
     relay: Option<Arc<dyn Relay>>,
 }
 
 impl Router {
-    pub fn new(users: UserHubRef, relay: Option<Arc<dyn Relay>>) -> Router {
+    pub fn new(users: UserHub, relay: Option<Arc<dyn Relay>>) -> Router {
         Router { users, relay }
     }
 

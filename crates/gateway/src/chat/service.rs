@@ -217,10 +217,6 @@ impl ChatService {
         &self.inner.store
     }
 
-    pub fn router(&self) -> &Router {
-        &self.inner.router
-    }
-
     /// Whether the store answers (`/readyz`).
     pub async fn ping(&self) -> Result<(), String> {
         self.inner.store.ping().await.map_err(|e| e.to_string())

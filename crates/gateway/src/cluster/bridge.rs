@@ -1,7 +1,8 @@
 //! The Redis bridge: one pub/sub connection per node, subscribed only to the
 //! channels that have members here, relaying what arrives to the local registries.
 //!
-//! Interest is counted per channel ([`Ensure`] / [`Release`]); the bridge reconciles
+//! Interest is kept per channel as the set of local holders (connections) that want
+//! it ([`Ensure`] / [`Release`], both idempotent per holder); the bridge reconciles
 //! what Redis has with what is wanted in batches, and `Ensure` answers once the
 //! subscription is active, so a member never misses what is published after it.
 //! When the connection drops the bridge reconnects with backoff, subscribes to
@@ -33,19 +34,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Most relayed items taken from the connection before handing them on.
 const RELAY_BATCH: usize = 512;
 
-/// Make sure this node receives `channel` (one more local interest).
+/// Make sure this node receives `channel` for `holder` (a local connection).
 #[derive(Message)]
 #[rtype(result = "Result<(), Unavailable>")]
 pub struct Ensure {
     pub channel: String,
+    pub holder: ConnId,
 }
 
-/// One local interest in `channel` fewer.
+/// `holder` no longer needs `channel`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Release {
     pub channel: String,
+    pub holder: ConnId,
 }
+
+/// The holder of the channels the node always wants (connection ids start at 1).
+const NODE_HOLDER: ConnId = 0;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -71,8 +77,8 @@ pub struct Bridge {
     targets: LocalTargets,
     /// The subscribe/unsubscribe side of the live connection.
     sink: Option<PubSubSink>,
-    /// Local interest per channel.
-    wanted: HashMap<String, usize>,
+    /// Local holders per wanted channel.
+    wanted: HashMap<String, HashSet<ConnId>>,
     /// Channels Redis has us subscribed to.
     active: HashSet<String>,
     /// `Ensure` callers waiting for a channel to become active.
@@ -89,7 +95,7 @@ pub struct Bridge {
 impl Bridge {
     pub fn new(client: redis::Client, targets: LocalTargets, connected: Arc<AtomicBool>) -> Self {
         let mut wanted = HashMap::new();
-        wanted.insert(wire::agents_channel(&targets.prefix), 1);
+        wanted.insert(wire::agents_channel(&targets.prefix), HashSet::from([NODE_HOLDER]));
         Bridge {
             client,
             targets,
@@ -201,7 +207,7 @@ impl Handler<Ensure> for Bridge {
     type Result = ResponseFuture<Result<(), Unavailable>>;
 
     fn handle(&mut self, msg: Ensure, ctx: &mut Self::Context) -> Self::Result {
-        *self.wanted.entry(msg.channel.clone()).or_insert(0) += 1;
+        self.wanted.entry(msg.channel.clone()).or_default().insert(msg.holder);
         if self.active.contains(&msg.channel) {
             return Box::pin(async { Ok(()) });
         }
@@ -223,9 +229,9 @@ impl Handler<Release> for Bridge {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        if let Some(n) = self.wanted.get_mut(&msg.channel) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(holders) = self.wanted.get_mut(&msg.channel) {
+            holders.remove(&msg.holder);
+            if holders.is_empty() {
                 self.wanted.remove(&msg.channel);
                 // Nobody waits for a channel nobody wants (their `Ensure` timed out).
                 self.waiters.remove(&msg.channel);

@@ -21,6 +21,7 @@ use super::bridge::{Bridge, Ensure, Release};
 use super::wire::{self, Header};
 use crate::hub::room_service::{RoomCluster, Unavailable};
 use crate::hub::rooms::{Deliver, FillRoom, RoomSnapshot, Skip};
+use crate::outbound::ConnId;
 
 const PUBLISH: &str = r#"
 local seq = redis.call('INCR', KEYS[1])
@@ -85,13 +86,13 @@ impl RedisRooms {
 
 #[async_trait]
 impl RoomCluster for RedisRooms {
-    async fn watch(&self, room: &str) -> Result<(), Unavailable> {
+    async fn watch(&self, room: &str, holder: ConnId) -> Result<(), Unavailable> {
         let channel = wire::room_channel(&self.prefix, room);
-        self.bridge.send(Ensure { channel }).await.map_err(|e| Unavailable(e.to_string()))?
+        self.bridge.send(Ensure { channel, holder }).await.map_err(|e| Unavailable(e.to_string()))?
     }
 
-    fn unwatch(&self, room: &str) {
-        let _ = self.bridge.try_send(Release { channel: wire::room_channel(&self.prefix, room) });
+    async fn unwatch(&self, room: &str, holder: ConnId) {
+        let _ = self.bridge.send(Release { channel: wire::room_channel(&self.prefix, room), holder }).await;
     }
 
     async fn snapshot(&self, room: &str, since: Option<u64>) -> Result<RoomSnapshot, Unavailable> {

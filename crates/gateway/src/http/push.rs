@@ -49,7 +49,7 @@ pub async fn get_token(req: HttpRequest, gw: web::Data<Gateway>) -> HttpResponse
         _ => return bad_request(),
     };
     let mut spec = TokenSpec::new(sub, Role::Device);
-    spec.rooms = Some(gw.settings.rooms.device_grants.clone());
+    spec.subject.rooms = Some(gw.settings.rooms.device_grants.clone());
     match gw.auth.issue(spec) {
         Ok(issued) => HttpResponse::Ok().json(json!({ "data": issued.token })),
         Err(_) => HttpResponse::InternalServerError().json(json!({ "data": "token error" })),

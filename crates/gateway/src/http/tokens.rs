@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use auth::{AuthError, Claims, FamilySpec, Role, TokenPair};
+use auth::{AuthError, Claims, Role, Subject, TokenPair};
 use protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -68,11 +68,13 @@ pub async fn customer_token(
     let contact = crate::chat::Contact { email: body.email, phone: body.phone, channel_user_id: body.channel_user_id };
     let (customer, session) =
         gw.chat.open_customer(&body.name, &body.channel, contact).await.map_err(ApiError::from)?;
-    let mut family = FamilySpec::new(customer.id.clone(), Role::Customer);
-    family.name = Some(customer.name.clone());
-    family.channel = Some(customer.channel.clone());
-    family.sid = Some(session.id.clone());
-    let pair = gw.auth.open_family(family).await?;
+    let subject = Subject {
+        name: Some(customer.name.clone()),
+        channel: Some(customer.channel.clone()),
+        sid: Some(session.id.clone()),
+        ..Subject::new(customer.id.clone(), Role::Customer)
+    };
+    let pair = gw.auth.open_family(subject).await?;
     info!(customer_id = %customer.id, session_id = %session.id, "customer token issued");
     Ok(HttpResponse::Created().json(json!({
         "customerId": customer.id,
@@ -171,8 +173,8 @@ async fn rotate(gw: &Gateway, presented: &str, expected_sub: Option<&str>) -> Re
     match gw.auth.refresh(presented, expected_sub).await {
         Ok(pair) => Ok(pair),
         Err(AuthError::FamilyRevoked(family)) => {
-            warn!(user = %family.sub, family = %family.id, "refresh token re-used: family revoked");
-            gw.close_revoked(family.sub.as_str().into(), Revoked::Family(family.id.as_str().into())).await;
+            warn!(user = %family.subject.sub, family = %family.id, "refresh token re-used: family revoked");
+            gw.close_revoked(family.subject.sub.as_str().into(), Revoked::Family(family.id.as_str().into())).await;
             Err(ApiError::new(
                 ErrorCode::TokenRevoked,
                 "this refresh token was already used: the session is revoked; log in again",
@@ -226,9 +228,8 @@ pub async fn login(gw: &Gateway, username: &str, password: &str) -> Result<Token
         return Err(ApiError::new(ErrorCode::InvalidCredentials, "wrong username or password"));
     };
     gw.login_throttle.clear(username).await.map_err(|_| ApiError::unavailable())?;
-    let mut family = FamilySpec::new(record.id.clone(), Role::Agent);
-    family.name = Some(record.name.clone());
-    let pair = gw.auth.open_family(family).await?;
+    let subject = Subject { name: Some(record.name.clone()), ..Subject::new(record.id.clone(), Role::Agent) };
+    let pair = gw.auth.open_family(subject).await?;
     info!(agent_id = %record.id, "agent logged in");
     Ok(pair)
 }

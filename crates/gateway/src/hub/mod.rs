@@ -2,6 +2,8 @@
 //!
 //! - [`rooms`]: room membership, room `seq` and history, notice fan-out.
 //! - [`users`]: the connections of each user (revocation, liveness, session delivery).
+//! - [`room_service`]: what connections and routes call: membership with presence,
+//!   publishing, on one node or through the cluster.
 //!
 //! Both are sharded: one actor per shard, each on its own arbiter (thread), a key
 //! always handled by the same shard, so that no single actor sees every message of
@@ -12,9 +14,6 @@ pub mod rooms;
 pub mod users;
 
 use std::hash::{Hash, Hasher};
-
-/// The user shards, as the chat router uses them.
-pub type UserHubRef = users::UserHub;
 
 /// The shard a key belongs to.
 pub fn shard_of(key: &str, shards: usize) -> usize {

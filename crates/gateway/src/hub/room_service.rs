@@ -30,10 +30,11 @@ impl From<presence::PresenceError> for Unavailable {
 /// relayed there; a node receives a room's traffic while it `watch`es the room.
 #[async_trait]
 pub trait RoomCluster: Send + Sync + 'static {
-    /// Make sure this node receives the room's traffic (returns once it does).
-    async fn watch(&self, room: &str) -> Result<(), Unavailable>;
-    /// One member fewer on this node.
-    fn unwatch(&self, room: &str);
+    /// Make sure this node receives the room's traffic for the local connection
+    /// `holder` (returns once it does). Idempotent per holder.
+    async fn watch(&self, room: &str, holder: ConnId) -> Result<(), Unavailable>;
+    /// `holder` no longer needs the room's traffic. Idempotent per holder.
+    async fn unwatch(&self, room: &str, holder: ConnId);
     /// The room's latest seq and the kept notices after `since`.
     async fn snapshot(&self, room: &str, since: Option<u64>) -> Result<RoomSnapshot, Unavailable>;
     /// Number, keep and relay a notice `head + seq + tail`; answers the seq.
@@ -51,8 +52,8 @@ pub struct JoinRequest {
     pub since: Option<u64>,
     pub reference: Option<FrameId>,
     pub announce: bool,
-    /// The connection is subscribed already (a repeated `subscribe`): it keeps its one
-    /// share of the node's interest in the room.
+    /// The connection is subscribed already (a repeated `subscribe`, e.g. with `since`):
+    /// a failure must not take away the interest its first subscription holds.
     pub again: bool,
 }
 
@@ -68,29 +69,21 @@ impl RoomService {
         RoomService { hub, presence, cluster }
     }
 
-    pub fn hub(&self) -> &RoomHub {
-        &self.hub
-    }
-
     /// Subscribe; on an error nothing is left behind (the caller must not `leave`).
     pub async fn join(&self, req: JoinRequest) -> Result<(), Unavailable> {
+        let holder = req.member.conn.id;
         let snapshot = match &self.cluster {
             Some(cluster) => {
-                // `watch` counts the interest even when it times out: every watch is
-                // paired with an unwatch, here on failure or in `leave`.
-                let snapshot = match cluster.watch(&req.room).await {
+                let snapshot = match cluster.watch(&req.room, holder).await {
                     Ok(()) => cluster.snapshot(&req.room, req.since).await,
                     Err(e) => Err(e),
                 };
                 match snapshot {
-                    Ok(s) => {
-                        if req.again {
-                            cluster.unwatch(&req.room);
-                        }
-                        Some(s)
-                    }
+                    Ok(s) => Some(s),
                     Err(e) => {
-                        cluster.unwatch(&req.room);
+                        if !req.again {
+                            cluster.unwatch(&req.room, holder).await;
+                        }
                         return Err(e);
                     }
                 }
@@ -114,7 +107,7 @@ impl RoomService {
         if let Err(e) = self.hub.shard(&req.room).send(join).await {
             // The shard is gone (the node is stopping): undo this join's interest.
             if let (Some(cluster), false) = (&self.cluster, req.again) {
-                cluster.unwatch(&req.room);
+                cluster.unwatch(&req.room, holder).await;
             }
             return Err(Unavailable(e.to_string()));
         }
@@ -153,7 +146,7 @@ impl RoomService {
         };
         let _ = self.hub.shard(&room).send(Leave { room: room.clone(), conn, reference, handle }).await;
         if let Some(cluster) = &self.cluster {
-            cluster.unwatch(&room);
+            cluster.unwatch(&room, conn).await;
         }
         match self.presence.room_leave(&room, conn_key, user).await {
             Ok(Transition::WentOffline) => self.announce(&room, user, PresenceStatus::Offline).await,

@@ -2,6 +2,23 @@
 
 use crate::{Presence, RoomMember, Transition};
 
+/// Expands `$m!(case, ...)` with every shared case: each implementation's test module
+/// defines `$m` (how to run one case) and lists no case itself.
+macro_rules! each_case {
+    ($m:ident) => {
+        $m!(
+            first_and_last_connection_are_transitions,
+            repeated_connection_ids_change_nothing,
+            room_membership_counts_connections_per_user,
+            rooms_are_independent_and_vanish_when_empty,
+            away_agents_are_not_available,
+            away_survives_reconnects,
+            agent_flag_ends_with_the_last_connection,
+        );
+    };
+}
+pub(crate) use each_case;
+
 fn member(u: &str) -> RoomMember {
     RoomMember { user_id: u.into(), role: "device".into(), name: u.into() }
 }
