@@ -45,6 +45,8 @@ pub struct SuiteArgs {
 
 const SECRET: &str = "chat-bench-suite-secret-0123456789abcdef";
 const KID: &str = "bench";
+/// Publisher connections (keep-alive HTTP/1.1, one request in flight each) in phase 3.
+const CROSS_PUB_CONNS: &str = "64";
 const SERVICE: &str = "chat-bench-suite-service-token";
 
 // pids of every child, for cleanup on exit, panic, Ctrl-C and SIGTERM
@@ -504,13 +506,15 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     let (redis, rport) = cx.redis()?;
     let (n1, p1) = cx.gateway("gw-a", "redis", Some(rport))?;
     let (n2, p2) = cx.gateway("gw-b", "redis", Some(rport))?;
+    // The yardstick for this publish pattern: the floor, one process, no broker.
+    let (xfl, xfport) = cx.floor("floor-cross")?;
     let nodes = format!("ws://127.0.0.1:{p1},ws://127.0.0.1:{p2}");
     let pids = format!("{},{},{}", n1.pid(), n2.pid(), redis.pid());
-    let cross = |extra: &[&str]| -> Vec<String> {
+    let cross_on = |nodes: &str, pids: &str, label: &str, extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
             "fanout",
             "--nodes",
-            &nodes,
+            nodes,
             "-s",
             "40",
             "-r",
@@ -518,27 +522,51 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
             "--duration",
             &dur,
             "--pub-conns",
-            "8",
+            CROSS_PUB_CONNS,
             "--pids",
-            &pids,
+            pids,
             "--kid",
             KID,
         ]
         .iter()
         .map(|x| x.to_string())
         .collect();
-        v.extend(["--label".into(), "cluster".into()]);
+        v.extend(["--label".into(), label.into()]);
         v.extend(extra.iter().map(|x| x.to_string()));
         v
     };
-    let mut nps = vec![];
+    let cross = |extra: &[&str]| cross_on(&nodes, &pids, "cluster", extra);
+    let (furl_x, fpid_x) = (format!("ws://127.0.0.1:{xfport}"), xfl.pid().to_string());
+    let (mut nps, mut fnps) = (vec![], vec![]);
     let mut cluster_clean = true;
     for _ in 0..a.runs.max(1) {
         let v = cx.client("cross-node", &cross(&["--window", "256"]));
         nps.push(f(&v, &["notices_per_s"]));
         cluster_clean &= f(&v, &["lost"]) == 0.0 && f(&v, &["dup"]) == 0.0 && f(&v, &["missed_before_first"]) == 0.0;
+        let fv = cx.client("cross-node-floor", &cross_on(&furl_x, &fpid_x, "floor", &["--window", "256"]));
+        fnps.push(f(&fv, &["notices_per_s"]));
     }
+    cpu_notes.push(format!(
+        "phase 3: floor (same publish pattern, one process) {:.1} s CPU",
+        util::cpu_secs(xfl.pid()).unwrap_or(0.0)
+    ));
+    xfl.stop();
     let relayed = median(nps);
+    let floor_nps = median(fnps);
+    row(
+        &mut rows,
+        "cross-node: floor, same publish pattern, 1 process (median)",
+        format!("{floor_nps:.0} notices/s"),
+        "-",
+        None,
+    );
+    row(
+        &mut rows,
+        "cross-node: cluster (2 nodes + Redis) / floor notices/s",
+        format!("{:.0}%", 100.0 * relayed / floor_nps),
+        "-",
+        None,
+    );
     let chalf = format!("{:.0}", (relayed / 2.0).max(1.0));
     let ch = cx.client("cross-node-half-rate", &cross(&["--rate", &chalf]));
     cluster_clean &= f(&ch, &["lost"]) == 0.0 && f(&ch, &["dup"]) == 0.0 && f(&ch, &["missed_before_first"]) == 0.0;
@@ -636,7 +664,7 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     }
     table.push_str(&format!(
         "\nWhat shared the cores: {nproc} cores in all, shared by the chat-bench client process (one per run),\n\
-         the gateway node(s), redis-server (phase 3) and the floor server (phase 1); none was pinned.\n"
+         the gateway node(s), redis-server (phase 3) and the floor server (phases 1 and 3); none was pinned.\n"
     ));
     for n in &cpu_notes {
         table.push_str(&format!("  {n}\n"));

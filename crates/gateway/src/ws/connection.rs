@@ -21,6 +21,7 @@ use protocol::frames::{AuthenticatedFrame, Empty, ErrorFrame, HelloFrame, OkFram
 use protocol::{encode, parse_client_frame, ClientFrame, CloseReason, ErrorCode, FrameId, Inbound, UserRef};
 use tracing::{debug, info, Instrument};
 
+use super::deadlines::{Deadlines, Due};
 use super::sequencer::Sequencer;
 use super::socket::{self, SocketFd, Watched};
 use super::{Endpoint, Identity};
@@ -93,8 +94,10 @@ pub struct Connection {
     limiter: DefaultDirectRateLimiter,
     /// When recent frames were refused for the rate, newest last.
     refusals: VecDeque<Instant>,
-    auth_timer: Option<SpawnHandle>,
-    expiry_timers: Vec<SpawnHandle>,
+    /// Heartbeat, authentication deadline, token expiry: behind one timer.
+    deadlines: Deadlines,
+    /// The armed timer and the deadline it is armed for.
+    timer: Option<(Instant, SpawnHandle)>,
     /// A fragmented message being reassembled (bounded by `limits.max_frame_bytes`).
     fragments: Option<Vec<u8>>,
     /// Orders live chat messages per session.
@@ -143,8 +146,8 @@ impl Connection {
             last_seen: Instant::now(),
             limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
             refusals: VecDeque::new(),
-            auth_timer: None,
-            expiry_timers: Vec::new(),
+            deadlines: Deadlines::new(Instant::now()),
+            timer: None,
             fragments: None,
             sequencer: Sequencer::default(),
             replaying: false,
@@ -215,33 +218,56 @@ impl Connection {
         self.send(ctx, encode(&hello));
     }
 
-    fn schedule_heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
-        self.schedule_heartbeat_in(ctx, self.gw.settings.heartbeat_interval());
+    /// Arm the connection's one timer for its earliest deadline (if not armed for it).
+    fn rearm(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let next = self.deadlines.next();
+        if matches!(self.timer, Some((at, _)) if at == next) {
+            return;
+        }
+        if let Some((_, timer)) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let timer = ctx.run_later(next.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.timer = None;
+            act.on_deadline(ctx);
+        });
+        self.timer = Some((next, timer));
     }
 
-    fn schedule_heartbeat_in(&self, ctx: &mut ws::WebsocketContext<Self>, after: Duration) {
-        // Rescheduled each time rather than `run_interval`, so that a connection that
-        // was frozen behind a full socket does not replay missed ticks at once.
-        ctx.run_later(after, |act, ctx| {
-            if let Some(w) = &act.watched {
-                w.progressed();
+    fn on_deadline(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        while let Some(due) = self.deadlines.take_due(now) {
+            match due {
+                Due::Expired => return self.close(ctx, CloseReason::TokenExpired),
+                Due::AuthTimeout if self.identity.is_none() => return self.close(ctx, CloseReason::AuthTimeout),
+                Due::AuthTimeout => {}
+                Due::Warn => {
+                    let exp_ms = self.identity.as_ref().map_or(0, |i| i.claims.exp.saturating_mul(1000));
+                    let left = exp_ms.saturating_sub(protocol::time::unix_millis()).max(0) as u64;
+                    self.send(ctx, encode(&TokenExpiringFrame { kind: "token_expiring", expires_in_ms: left }));
+                }
+                Due::Ping => {
+                    if let Some(w) = &self.watched {
+                        w.progressed();
+                    }
+                    if self.last_seen.elapsed() > self.gw.settings.heartbeat_timeout() {
+                        return self.close(ctx, CloseReason::HeartbeatTimeout);
+                    }
+                    ctx.ping(b"");
+                    // From now, not from the missed tick: a connection frozen behind a
+                    // full socket does not replay missed ticks at once.
+                    self.deadlines.ping = now + self.gw.settings.heartbeat_interval();
+                }
             }
-            if act.last_seen.elapsed() > act.gw.settings.heartbeat_timeout() {
-                act.close(ctx, CloseReason::HeartbeatTimeout);
-                return;
-            }
-            ctx.ping(b"");
-            act.schedule_heartbeat(ctx);
-        });
+        }
+        self.rearm(ctx);
     }
 
     /// Identity established (handshake, `auth` or `login`): register, arm expiry, replay.
     fn authenticated(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let Some(identity) = self.identity.clone() else { return };
         self.span.record("user", &*identity.user.id);
-        if let Some(timer) = self.auth_timer.take() {
-            ctx.cancel_future(timer);
-        }
+        self.deadlines.auth = None;
         self.schedule_expiry(ctx, &identity.claims);
         let register = Gateway::register(self.gw.clone(), self.registration(&identity));
         if self.endpoint == Endpoint::Push {
@@ -284,22 +310,16 @@ impl Connection {
     }
 
     fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>, claims: &Claims) {
-        for timer in self.expiry_timers.drain(..) {
-            ctx.cancel_future(timer);
-        }
-        let now_ms = protocol::time::unix_millis();
+        let (now_ms, now) = (protocol::time::unix_millis(), Instant::now());
         let exp_ms = claims.exp.saturating_mul(1000);
         let warn_ms = exp_ms.saturating_sub((self.gw.settings.auth.expiry_warning_secs as i64).saturating_mul(1000));
-        // Clamped: a token may claim an `exp` centuries away, and a timer that far out
-        // would overflow the clock.
-        let until = |at_ms: i64| Duration::from_millis(at_ms.saturating_sub(now_ms).clamp(0, MAX_TIMER_MS) as u64);
-        let warn = ctx.run_later(until(warn_ms), move |act, ctx| {
-            let left = exp_ms.saturating_sub(protocol::time::unix_millis()).max(0) as u64;
-            act.send(ctx, encode(&TokenExpiringFrame { kind: "token_expiring", expires_in_ms: left }));
-        });
         let close_ms = exp_ms.saturating_add((self.gw.settings.auth.leeway_secs as i64).saturating_mul(1000));
-        let close = ctx.run_later(until(close_ms), |act, ctx| act.close(ctx, CloseReason::TokenExpired));
-        self.expiry_timers = vec![warn, close];
+        // Clamped: a token may claim an `exp` centuries away, and a deadline that far out
+        // would overflow the clock.
+        let at = |at_ms: i64| now + Duration::from_millis(at_ms.saturating_sub(now_ms).clamp(0, MAX_TIMER_MS) as u64);
+        self.deadlines.warn = Some(at(warn_ms));
+        self.deadlines.expire = Some(at(close_ms));
+        self.rearm(ctx);
     }
 
     fn join_push_rooms(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -710,18 +730,15 @@ impl Actor for Connection {
         // The first tick at a random point of the interval: connections opened together
         // (a reconnect storm, a load test) do not all ping in the same instant.
         let interval = self.gw.settings.heartbeat_interval();
-        self.schedule_heartbeat_in(ctx, interval.mul_f64(0.5 + rand::random::<f64>() * 0.5));
+        let now = Instant::now();
+        self.deadlines.ping = now + interval.mul_f64(0.5 + rand::random::<f64>() * 0.5);
         if self.identity.is_some() {
             self.authenticated(ctx);
             self.join_push_rooms(ctx);
         } else {
-            let timeout = Duration::from_secs(self.gw.settings.auth.timeout_secs);
-            self.auth_timer = Some(ctx.run_later(timeout, |act, ctx| {
-                if act.identity.is_none() {
-                    act.close(ctx, CloseReason::AuthTimeout);
-                }
-            }));
+            self.deadlines.auth = Some(now + Duration::from_secs(self.gw.settings.auth.timeout_secs));
         }
+        self.rearm(ctx);
         debug!(parent: &self.span, "connection open");
     }
 

@@ -2,8 +2,10 @@
 //!
 //! - [`handshake`]: token sources, the failure table in both `handshake_errors` modes.
 //! - [`connection`]: the connection actor (the only user of actix-web-actors).
+//! - [`deadlines`]: heartbeat, authentication deadline and token expiry behind one timer.
 
 pub mod connection;
+mod deadlines;
 pub mod handshake;
 pub mod sequencer;
 pub mod socket;
