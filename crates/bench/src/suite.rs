@@ -411,8 +411,15 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
     let (gm, fm, gc, fc) = (median(g_dps), median(f_dps), median(g_cpd), median(f_cpd));
     let half = (median(f_nps) / 2.0).max(1.0);
     let half_s = format!("{half:.0}");
-    let g_half = cx.client("single-half-rate", &fan(gurl.clone(), gw.pid(), "gateway", &["--rate", &half_s]));
-    let f_half = cx.client("single-half-rate", &fan(furl.clone(), fl.pid(), "floor", &["--rate", &half_s]));
+    // Tail latency is the noisiest figure here: median p99 of alternating runs.
+    let (mut g_p99, mut f_p99) = (vec![], vec![]);
+    for _ in 0..a.runs.max(1) {
+        let g = cx.client("single-half-rate", &fan(gurl.clone(), gw.pid(), "gateway", &["--rate", &half_s]));
+        let fl_v = cx.client("single-half-rate", &fan(furl.clone(), fl.pid(), "floor", &["--rate", &half_s]));
+        g_p99.push(f(&g, &["latency", "all", "p99_us"]) / 1000.0);
+        f_p99.push(f(&fl_v, &["latency", "all", "p99_us"]) / 1000.0);
+        single_clean &= f(&g, &["lost"]) == 0.0 && f(&g, &["dup"]) == 0.0;
+    }
     cpu_notes.push(format!(
         "phase 1: gateway node {:.1} s CPU, floor {:.1} s CPU (client CPU in each JSON line)",
         util::cpu_secs(gw.pid()).unwrap_or(0.0),
@@ -438,16 +445,15 @@ fn run_inner(a: SuiteArgs) -> Result<i32, String> {
         "<= 1.3x",
         Some(cr <= 1.3),
     );
-    let gp99 = f(&g_half, &["latency", "all", "p99_us"]) / 1000.0;
-    let fp99 = f(&f_half, &["latency", "all", "p99_us"]) / 1000.0;
+    let (gp99, fp99) = (median(g_p99), median(f_p99));
     row(
         &mut rows,
-        &format!("fanout 1 node: p99 at {half_s} notices/s (floor {fp99:.2} ms)"),
+        &format!("fanout 1 node: p99 at {half_s} notices/s, median (floor {fp99:.2} ms)"),
         format!("{gp99:.2} ms"),
         "< 5 ms",
         Some(gp99 < 5.0),
     );
-    let clean = single_clean && f(&g_half, &["lost"]) == 0.0 && f(&g_half, &["dup"]) == 0.0;
+    let clean = single_clean;
     row(&mut rows, "fanout 1 node: lost/dup", if clean { s("0/0") } else { s("NONZERO") }, "0/0", Some(clean));
 
     // ---- 2. idle connections: gateway /ws/chat, gateway /ws, floor /ws (fresh processes) ----
