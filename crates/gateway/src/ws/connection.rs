@@ -41,6 +41,8 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 const GAP_WAIT: Duration = Duration::from_millis(300);
 /// Messages fetched per gap fill.
 const GAP_FILL_MAX: usize = 500;
+/// Message ids answered `UNAVAILABLE` that a connection remembers.
+const UNCONFIRMED_MAX: usize = 64;
 /// The longest timer a connection arms (a year): far-future `exp` values are clamped.
 const MAX_TIMER_MS: i64 = 365 * 24 * 3600 * 1000;
 /// The only subprotocol the server selects.
@@ -109,6 +111,11 @@ pub struct Connection {
     held_bytes: usize,
     /// A gap check is scheduled.
     gap_check: bool,
+    /// Ids of this connection's messages answered `UNAVAILABLE`, newest last. The store
+    /// may have kept one anyway (Redis applied the write, its answer was lost); if it
+    /// turns up in a fill from the store it counts as this connection's own, so that the
+    /// client's resend gets the `ack` and the message is not also delivered back to it.
+    unconfirmed: VecDeque<String>,
     closing: bool,
     socket: Option<Rc<SocketFd>>,
     /// The watchdog's view of this connection, stamped while the actor runs.
@@ -147,6 +154,7 @@ impl Connection {
             limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
             refusals: VecDeque::new(),
             deadlines: Deadlines::new(Instant::now()),
+            unconfirmed: VecDeque::new(),
             timer: None,
             fragments: None,
             sequencer: Sequencer::default(),
@@ -594,6 +602,7 @@ impl Connection {
         let gw = self.gw.clone();
         let conn = self.conn_handle().clone();
         let reference = id.clone();
+        let message_id = matches!(frame, ClientFrame::Message { .. }).then(|| id.as_ref().map(ToString::to_string));
         let fut = async move { gw.chat.handle_frame(&identity, &conn, frame, reference.as_ref()).await };
         // Awaited in order: a connection's frames are answered in the order sent, and an
         // `ack` is processed before any later live message of the session.
@@ -609,7 +618,15 @@ impl Connection {
                     act.send(ctx, answer.encode(id.as_ref()));
                 }
             }
-            Err(ChatError { code, message }) => act.error(ctx, id.as_ref(), code, &message),
+            Err(ChatError { code, message }) => {
+                if let (ErrorCode::Unavailable, Some(Some(mid))) = (code, message_id) {
+                    if act.unconfirmed.len() >= UNCONFIRMED_MAX {
+                        act.unconfirmed.pop_front();
+                    }
+                    act.unconfirmed.push_back(mid);
+                }
+                act.error(ctx, id.as_ref(), code, &message)
+            }
         }));
     }
 
@@ -666,9 +683,17 @@ impl Connection {
 
     fn feed(&mut self, found: Vec<(Arc<str>, Vec<crate::chat::model::Message>)>, ctx: &mut ws::WebsocketContext<Self>) {
         let mut out = Vec::new();
+        let me = self.identity.as_ref().map(|i| i.user.id.clone());
         for (session, messages) in found {
             for m in messages {
-                act_live(&mut self.sequencer, &session, &m, &mut out);
+                let own = me.as_deref() == Some(m.from.id.as_str())
+                    && !m.client_msg_id.is_empty()
+                    && self.unconfirmed.contains(&m.client_msg_id);
+                if own {
+                    self.sequencer.own(&session, m.seq, &mut out);
+                } else {
+                    act_live(&mut self.sequencer, &session, &m, &mut out);
+                }
             }
         }
         self.emit(ctx, out);
