@@ -102,7 +102,8 @@ impl Handler<Register> for UserShard {
     type Result = ();
 
     fn handle(&mut self, msg: Register, _: &mut Self::Context) {
-        let conns = self.users.entry(msg.user).or_default();
+        // Most users have one connection: no room for four (what `push` would reserve).
+        let conns = self.users.entry(msg.user).or_insert_with(|| Vec::with_capacity(1));
         conns.retain(|c| c.conn.id != msg.conn.conn.id);
         conns.push(msg.conn);
     }
