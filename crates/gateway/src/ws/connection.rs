@@ -22,7 +22,7 @@ use protocol::{encode, parse_client_frame, ClientFrame, CloseReason, ErrorCode, 
 use tracing::{debug, info, Instrument};
 
 use super::deadlines::{Deadlines, Due};
-use super::sequencer::Sequencer;
+use super::sequencer::{Sequencer, Unconfirmed};
 use super::socket::{self, SocketFd, Watched};
 use super::{Endpoint, Identity};
 use crate::chat::replay::{Replay, ReplayDone, ReplayPage};
@@ -41,8 +41,6 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 const GAP_WAIT: Duration = Duration::from_millis(300);
 /// Messages fetched per gap fill.
 const GAP_FILL_MAX: usize = 500;
-/// Message ids answered `UNAVAILABLE` that a connection remembers.
-const UNCONFIRMED_MAX: usize = 64;
 /// The longest timer a connection arms (a year): far-future `exp` values are clamped.
 const MAX_TIMER_MS: i64 = 365 * 24 * 3600 * 1000;
 /// The only subprotocol the server selects.
@@ -111,11 +109,8 @@ pub struct Connection {
     held_bytes: usize,
     /// A gap check is scheduled.
     gap_check: bool,
-    /// Ids of this connection's messages answered `UNAVAILABLE`, newest last. The store
-    /// may have kept one anyway (Redis applied the write, its answer was lost); if it
-    /// turns up in a fill from the store it counts as this connection's own, so that the
-    /// client's resend gets the `ack` and the message is not also delivered back to it.
-    unconfirmed: VecDeque<String>,
+    /// Messages answered `UNAVAILABLE` that the store may have kept anyway.
+    unconfirmed: Unconfirmed,
     closing: bool,
     socket: Option<Rc<SocketFd>>,
     /// The watchdog's view of this connection, stamped while the actor runs.
@@ -154,7 +149,7 @@ impl Connection {
             limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
             refusals: VecDeque::new(),
             deadlines: Deadlines::new(Instant::now()),
-            unconfirmed: VecDeque::new(),
+            unconfirmed: Unconfirmed::default(),
             timer: None,
             fragments: None,
             sequencer: Sequencer::default(),
@@ -620,10 +615,7 @@ impl Connection {
             }
             Err(ChatError { code, message }) => {
                 if let (ErrorCode::Unavailable, Some(Some(mid))) = (code, message_id) {
-                    if act.unconfirmed.len() >= UNCONFIRMED_MAX {
-                        act.unconfirmed.pop_front();
-                    }
-                    act.unconfirmed.push_back(mid);
+                    act.unconfirmed.remember(mid);
                 }
                 act.error(ctx, id.as_ref(), code, &message)
             }
@@ -686,9 +678,7 @@ impl Connection {
         let me = self.identity.as_ref().map(|i| i.user.id.clone());
         for (session, messages) in found {
             for m in messages {
-                let own = me.as_deref() == Some(m.from.id.as_str())
-                    && !m.client_msg_id.is_empty()
-                    && self.unconfirmed.contains(&m.client_msg_id);
+                let own = me.as_deref() == Some(m.from.id.as_str()) && self.unconfirmed.contains(&m.client_msg_id);
                 if own {
                     self.sequencer.own(&session, m.seq, &mut out);
                 } else {

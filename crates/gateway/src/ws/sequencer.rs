@@ -8,7 +8,7 @@
 //! store). The connection's own messages are answered with `ack`, not delivered: they
 //! count as seen.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -103,9 +103,47 @@ impl Sequencer {
     }
 }
 
+/// Ids of this connection's messages answered `UNAVAILABLE`, newest last, at most
+/// [`Unconfirmed::MAX`]. The store may have kept such a message anyway (Redis applied
+/// the write, its answer was lost). If one turns up in a fill from the store it is the
+/// connection's own (seen, not delivered): the client's resend gets its `ack`.
+#[derive(Debug, Default)]
+pub struct Unconfirmed(VecDeque<String>);
+
+impl Unconfirmed {
+    pub const MAX: usize = 64;
+
+    pub fn remember(&mut self, client_msg_id: String) {
+        if client_msg_id.is_empty() {
+            return;
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back(client_msg_id);
+    }
+
+    pub fn contains(&self, client_msg_id: &str) -> bool {
+        !client_msg_id.is_empty() && self.0.iter().any(|id| id == client_msg_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unconfirmed_ids_are_bounded_and_never_empty() {
+        let mut u = Unconfirmed::default();
+        u.remember(String::new());
+        assert!(!u.contains(""));
+        for i in 0..=Unconfirmed::MAX {
+            u.remember(format!("m{i}"));
+        }
+        assert!(!u.contains("m0"), "the oldest was forgotten");
+        assert!(u.contains("m1") && u.contains(&format!("m{}", Unconfirmed::MAX)));
+        assert!(!u.contains("other"));
+    }
 
     fn f(seq: u64) -> ByteString {
         ByteString::from(format!("m{seq}"))
